@@ -1,0 +1,102 @@
+"""The env contract every hymarl environment follows.
+
+An env is a *vector* of ``n_envs`` copies stepped in lock-step: every tensor has a leading batch
+dimension B. Matrix games implement it natively with tensor ops; Python envs are wrapped in worker
+processes. All copies reset together; a copy whose episode has ended keeps returning its final
+observation and zero reward until the next reset (the runner masks it out).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from omegaconf import MISSING
+
+
+@dataclass
+class EnvConfig:
+    """Fields every env config has. Subclass it for an env's own options."""
+
+    name: str = MISSING
+    """Registry key of the env (== the yaml file name)."""
+    t_max: int = 50_000
+    """Recommended training budget in env steps (the default of the top-level t_max)."""
+    test_interval: int = 2_000
+    """Recommended env steps between test phases (default of the top-level test_interval)."""
+    log_interval: int = 2_000
+    """Recommended env steps between training-stat logs (default of the top-level log_interval)."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Immutable description of an env, handed to every component that needs shapes."""
+
+    n_agents: int
+    n_actions: int
+    obs_dim: int
+    state_dim: int
+    episode_limit: int
+    agent_ids: tuple[str, ...]
+
+
+class Observation(NamedTuple):
+    obs: torch.Tensor  # [B, N, obs_dim] float32
+    state: torch.Tensor  # [B, state_dim] float32
+    avail_actions: torch.Tensor  # [B, N, n_actions] bool
+
+
+class StepResult(NamedTuple):
+    observation: Observation
+    reward: torch.Tensor  # [B] float32, team reward
+    terminated: torch.Tensor  # [B] bool: the episode ended (no bootstrap)
+    truncated: torch.Tensor  # [B] bool: cut by a time limit (bootstrap from the next state)
+
+
+class QPoint(NamedTuple):
+    """A state at which to print the learned Q table (matrix games)."""
+
+    label: str
+    obs: torch.Tensor  # [N, obs_dim]
+    state: torch.Tensor  # [state_dim]
+    avail_actions: torch.Tensor  # [N, n_actions]
+
+
+class VecEnv(ABC):
+    """B copies of an env, stepped together. Subclasses set ``self.spec`` in __init__."""
+
+    spec: EnvSpec
+    n_envs: int
+    device: torch.device
+
+    @abstractmethod
+    def reset(self) -> Observation:
+        """Start a new episode in every copy."""
+
+    @abstractmethod
+    def step(self, actions: torch.Tensor) -> StepResult:
+        """Apply joint actions [B, N] (int64) in every copy."""
+
+    def episode_stats(self) -> dict[str, torch.Tensor]:
+        """Per-copy stats of the episodes just ended ([B] each), averaged into logged stats."""
+        return {}
+
+    def q_points(self) -> list[QPoint]:
+        """States at which to tabulate learned Q-values (empty: no tables)."""
+        return []
+
+    def get_rng_state(self) -> Any:
+        return None
+
+    def set_rng_state(self, state: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> list[str]:
+        """Config errors this env can detect before the run starts (strings naming key and value)."""
+        return []

@@ -1,0 +1,1 @@
+"""torch nn.Modules only: agent networks and mixers."""

@@ -1,0 +1,79 @@
+"""Build every component from the config, through the registries, in dependency order."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from envs.base import EnvSpec, VecEnv
+from runner import registry
+from runner.buffers.episode import base_scheme
+from runner.logging.base import Loggers
+
+
+def typed(node: DictConfig) -> Any:
+    return OmegaConf.to_object(node)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from runner.config import ConfigError
+
+        raise ConfigError(f"device={name!r} is invalid: CUDA is not available on this machine (use device=cpu or auto)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Components:
+    spec: EnvSpec
+    controller: Any
+    learner: Any
+    buffer: Any
+    runner: Any
+    loggers: Loggers
+    device: torch.device
+
+    @property
+    def env(self) -> VecEnv:
+        return self.runner.env
+
+
+def build(cfg: DictConfig, device: torch.device) -> Components:
+    """env -> controller -> learner -> buffer (scheme incl. the components' extra fields) -> runner."""
+    env_cfg = typed(cfg.env)
+    env_cls = registry.ENVS.get(env_cfg.name)
+    runner_cfg = typed(cfg.runner)
+    runner_cls = registry.RUNNERS.get(runner_cfg.name)
+    env = runner_cls.make_env(runner_cfg, lambda n: env_cls(env_cfg, n_envs=n, seed=cfg.seed, device=device))
+    spec = env.spec
+
+    controller = registry.CONTROLLERS.get(cfg.controller.name)(typed(cfg.controller), typed(cfg.agent), spec, device)
+    learner = registry.LEARNERS.get(cfg.learner.name)(typed(cfg.learner), controller, typed(cfg.mixer), spec, device)
+
+    scheme = base_scheme(spec)
+    hooks = []
+    for component in (controller, learner):
+        if hasattr(component, "extra_scheme"):
+            scheme.update(component.extra_scheme())
+        if hasattr(component, "on_episode_start"):
+            hooks.append(component)
+
+    buf_cfg = typed(cfg.buffer)
+    buf_device = device if buf_cfg.device == "auto" else torch.device("cpu")
+    buffer = registry.BUFFERS.get(buf_cfg.name)(buf_cfg, scheme, spec.episode_limit, buf_device)
+    runner = runner_cls(env, scheme, controller, device, hooks)
+    loggers = Loggers([registry.LOGGERS.get(name)(typed(node)) for name, node in (cfg.logger or {}).items()])
+    return Components(spec, controller, learner, buffer, runner, loggers, device)

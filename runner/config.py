@@ -1,0 +1,190 @@
+"""Config schemas, their registration in Hydra's ConfigStore, and the checks Hydra cannot express.
+
+Hydra composes ``conf/config.yaml`` against :class:`Config`; every group option is typed by the
+dataclass its component registered (see :mod:`runner.registry`). Unknown keys and wrongly typed
+values are therefore composition errors. :func:`validate` adds the cross-field and range checks,
+and runs before any MLflow run is created.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from runner import registry
+
+REQUIRED_GROUPS = ("algo", "env")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run. Raised before any run is created."""
+
+
+@dataclass
+class Config:
+    """Top-level config. Groups (env, learner, ...) are typed by their option's schema."""
+
+    algo_name: str = MISSING
+    """Name of the algorithm preset (set by conf/algo/*.yaml); used in tags and run names."""
+    seed: int = 0
+    """Seed of torch, numpy, random and every env copy. Same seed + config -> same metrics (CPU)."""
+    t_max: int = "${env.t_max}"  # type: ignore[assignment]
+    """Train env steps (summed over env copies). Default: the env's recommended budget."""
+    test_interval: int = "${env.test_interval}"  # type: ignore[assignment]
+    """Env steps between greedy test phases (one also runs before training)."""
+    test_nepisodes: int = 32
+    """Greedy test episodes per test phase."""
+    log_interval: int = "${env.log_interval}"  # type: ignore[assignment]
+    """Env steps between logs of training stats (return_mean, loss, ...)."""
+    save_interval: int = 0
+    """Env steps between periodic checkpoints; 0 = only at the end and on interrupt."""
+    checkpoint_buffer: bool = True
+    """Store the replay buffer in checkpoints (needed for an exact resume)."""
+    evaluate: bool = False
+    """Only run test_nepisodes greedy episodes from `checkpoint` and log them."""
+    checkpoint: Any = None
+    """Checkpoint to load: a .pt file or a run dir (its latest checkpoint)."""
+    resume: Any = None
+    """Run dir of an earlier run to continue in the same MLflow run."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu, cuda, cuda:N."""
+    progress: bool = True
+    """Show a progress bar."""
+    run_name: Any = None
+    """MLflow run name; default <algo>-<env>-s<seed>."""
+
+    env: Any = MISSING
+    learner: Any = MISSING
+    mixer: Any = MISSING
+    controller: Any = MISSING
+    agent: Any = MISSING
+    runner: Any = MISSING
+    buffer: Any = MISSING
+    logger: Any = field(default_factory=dict)
+
+
+# Keys that may differ between a run and its resume: they change bookkeeping, not the experiment.
+RESUME_MAY_DIFFER = (
+    "t_max",
+    "test_interval",
+    "test_nepisodes",
+    "log_interval",
+    "save_interval",
+    "checkpoint_buffer",
+    "resume",
+    "checkpoint",
+    "progress",
+    "device",
+    "run_name",
+    "logger",
+)
+
+
+def register_schemas() -> None:
+    """Store the root schema and every component's config dataclass in Hydra's ConfigStore."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for kind, reg in registry.ALL.items():
+        for name, _obj, cfg_cls in reg.items():
+            if cfg_cls is not None:
+                cs.store(group=f"schema/{kind}", name=name, node=cfg_cls)
+
+
+def _fmt(v: Any) -> str:
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def available_options(group: str) -> list[str]:
+    from pathlib import Path
+
+    conf = Path(__file__).resolve().parent.parent / "conf" / group
+    return sorted(p.stem for p in conf.glob("*.yaml"))
+
+
+def check_required_groups(choices: dict[str, Any]) -> None:
+    """Fail with the available options when +algo or +env is missing."""
+    missing = [g for g in REQUIRED_GROUPS if not choices.get(g)]
+    if missing:
+        lines = []
+        for g in missing:
+            lines.append(f"missing +{g}=<option>. Available options in '{g}': {', '.join(available_options(g))}")
+        example = "python -m runner +algo=qmix +env=twostep"
+        raise ConfigError("\n".join(lines) + f"\nExample: {example}  (or +experiment=<preset>)")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range and cross-field checks. Raises ConfigError naming the key and the value."""
+    errors: list[str] = []
+
+    def need(cond: bool, key: str, value: Any, rule: str) -> None:
+        if not cond:
+            errors.append(f"{key}={_fmt(value)} is invalid: {rule}")
+
+    known = {f.name for f in fields(Config)}
+    for key in cfg:
+        if key not in known:
+            errors.append(f"unknown top-level key '{key}'. Known keys: {', '.join(sorted(known))}")
+    for group in ("env", "learner", "mixer", "controller", "agent", "runner", "buffer"):
+        if OmegaConf.is_missing(cfg, group):
+            errors.append(f"config group '{group}' is not set")
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+    for group in ("env", "learner", "mixer", "controller", "agent", "runner", "buffer"):
+        name = cfg[group].get("name")
+        reg = registry.ALL[group]
+        if name not in reg:
+            errors.append(f"{group}.name={_fmt(name)} is not a registered {group}: {', '.join(reg.names())}")
+    for lname in cfg.logger or {}:
+        if lname not in registry.LOGGERS:
+            errors.append(f"logger '{lname}' is not registered: {', '.join(registry.LOGGERS.names())}")
+
+    need(cfg.t_max > 0, "t_max", cfg.t_max, "must be > 0")
+    need(cfg.test_interval > 0, "test_interval", cfg.test_interval, "must be > 0")
+    need(cfg.log_interval > 0, "log_interval", cfg.log_interval, "must be > 0")
+    need(cfg.test_nepisodes >= 1, "test_nepisodes", cfg.test_nepisodes, "must be >= 1")
+    need(cfg.save_interval >= 0, "save_interval", cfg.save_interval, "must be >= 0 (0 = end and interrupt only)")
+    need(
+        cfg.device == "auto" or cfg.device == "cpu" or str(cfg.device).startswith("cuda"),
+        "device",
+        cfg.device,
+        "must be auto, cpu, cuda or cuda:N",
+    )
+    if cfg.evaluate:
+        need(cfg.checkpoint is not None, "checkpoint", cfg.checkpoint, "evaluate=true needs checkpoint=<path>")
+    need(
+        not (cfg.resume and cfg.evaluate),
+        "resume",
+        cfg.resume,
+        "cannot be combined with evaluate=true (use checkpoint=)",
+    )
+
+    # Component-specific checks live next to the component: `check(cfg) -> list[str]`.
+    for group in ("env", "learner", "mixer", "controller", "agent", "runner", "buffer"):
+        name = cfg[group].get("name")
+        if name in registry.ALL[group]:
+            checker = getattr(registry.ALL[group].get(name), "check_config", None)
+            if checker is not None:
+                errors.extend(checker(cfg))
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def check_range(errors: list[str], key: str, value: Any, lo: float, hi: float, lo_open=False, hi_open=False) -> None:
+    """Append an error if value is not in the interval; brackets follow lo_open/hi_open."""
+    ok = isinstance(value, (int, float)) and not math.isnan(value)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        lb = "(" if lo_open else "["
+        rb = ")" if hi_open else "]"
+        errors.append(f"{key}={_fmt(value)} is invalid: must be in {lb}{lo}, {hi}{rb}")
+
+
+def to_object(node: DictConfig) -> Any:
+    """A typed dataclass instance from a structured config node."""
+    return OmegaConf.to_object(node)

@@ -1,0 +1,1 @@
+"""Multi-agent controllers: build agent inputs, run the agent network, select actions."""

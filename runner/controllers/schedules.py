@@ -1,0 +1,19 @@
+"""Exploration schedules, a pure function of t_env (so nothing to checkpoint)."""
+
+from __future__ import annotations
+
+import math
+
+
+def epsilon_at(t_env: int, start: float, finish: float, anneal_time: int, kind: str) -> float:
+    """Epsilon after t_env steps: ``linear`` or ``exp`` decay from start to finish over anneal_time."""
+    if anneal_time <= 0 or t_env >= anneal_time:
+        return finish
+    frac = t_env / anneal_time
+    if kind == "linear":
+        return start + frac * (finish - start)
+    if kind == "exp":
+        if start <= 0 or finish <= 0:
+            return finish
+        return start * math.exp(frac * math.log(finish / start))
+    raise ValueError(f"unknown epsilon schedule {kind!r}: use linear or exp")

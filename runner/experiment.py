@@ -1,0 +1,351 @@
+"""Wiring and time: build components, train/test loop, checkpoints, final status.
+
+The experiment owns t_env and the intervals; the runner owns the env loop, the controller
+acting, the learner training, and loggers only listen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from runner import checkpoint
+from runner.build import Components, build, resolve_device, seed_everything
+from runner.config import validate
+from runner.learners.base import NonFiniteLossError
+from runner.logging.base import RunInfo
+from runner.logging.console import ProgressDisplay, console, q_table, summary_table
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass
+class LoopState:
+    """Counters and accumulators of the train loop; checkpointed so that a resume is exact."""
+
+    t_env: int = 0
+    episode: int = 0
+    last_test_t: int = -1  # -1: test once before training
+    last_log_t: int = 0
+    last_learner_log_t: int = -1
+    last_save_t: int = 0
+    train_returns: list[float] = field(default_factory=list)
+    train_lengths: list[float] = field(default_factory=list)
+    env_stats: dict[str, list[float]] = field(default_factory=dict)
+    curves: dict[str, list[list[float]]] = field(default_factory=dict)
+    latest: dict[str, float] = field(default_factory=dict)
+    wall_time: float = 0.0
+
+
+@dataclass
+class RunResult:
+    status: str  # FINISHED, KILLED
+    t_env: int
+    stats: dict[str, float]
+    checkpoint: Path | None
+    q_tables: list[dict[str, Any]]
+    run_dir: Path
+    exit_code: int = 0
+
+
+class StopRequest:
+    """SIGINT/SIGTERM -> stop at the next iteration boundary; a second signal aborts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __call__(self, signum: int | None = None, frame: Any = None) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum if signum is not None else signal.SIGINT
+        console.print("[yellow]stop requested: saving a checkpoint after this iteration (signal again to abort)")
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for s in EXIT_CODES:
+                self._old[s] = signal.signal(s, self)
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old.clear()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    t = torch.tensor(xs, dtype=torch.float64)
+    return float(t.mean()), float(t.std(unbiased=False)) if len(xs) > 1 else 0.0
+
+
+class Experiment:
+    def __init__(self, cfg: DictConfig, comps: Components, run_dir: Path, stop: StopRequest) -> None:
+        self.cfg, self.c, self.run_dir, self.stop = cfg, comps, run_dir, stop
+        self.state = LoopState()
+
+    # -- phases --------------------------------------------------------------------------------
+    def test_phase(self) -> dict[str, float]:
+        c, s = self.c, self.state
+        returns: list[float] = []
+        lengths: list[float] = []
+        env_stats: dict[str, list[float]] = {}
+        while len(returns) < self.cfg.test_nepisodes:
+            r = c.runner.run(s.t_env, test_mode=True)
+            take = min(self.cfg.test_nepisodes - len(returns), len(r.returns))
+            returns += r.returns[:take].tolist()
+            lengths += r.lengths[:take].float().tolist()
+            for k, v in r.env_stats.items():
+                env_stats.setdefault(k, []).extend(v[:take].float().tolist())
+        mean, std = _mean_std(returns)
+        stats = {"test_return_mean": mean, "test_return_std": std, "test_ep_length_mean": _mean_std(lengths)[0]}
+        stats.update({f"test_{k}_mean": _mean_std(v)[0] for k, v in env_stats.items()})
+        c.loggers.log_stats(stats, s.t_env)
+        s.curves.setdefault("test_return_mean", []).append([s.t_env, mean])
+        s.latest.update(stats)
+        s.last_test_t = s.t_env
+        return stats
+
+    def log_train(self) -> None:
+        s = self.state
+        if not s.train_returns:
+            return
+        mean, std = _mean_std(s.train_returns)
+        stats = {
+            "return_mean": mean,
+            "return_std": std,
+            "ep_length_mean": _mean_std(s.train_lengths)[0],
+            "epsilon": self.c.controller.epsilon(s.t_env),
+        }
+        stats.update({f"{k}_mean": _mean_std(v)[0] for k, v in s.env_stats.items()})
+        stats["episode"] = float(s.episode)  # last: the console logger prints on it
+        self.c.loggers.log_stats(stats, s.t_env)
+        s.curves.setdefault("return_mean", []).append([s.t_env, mean])
+        s.latest.update(stats)
+        s.train_returns, s.train_lengths, s.env_stats = [], [], {}
+        s.last_log_t = s.t_env
+
+    def train_iteration(self) -> None:
+        c, s, cfg = self.c, self.state, self.cfg
+        r = c.runner.run(s.t_env, test_mode=False)
+        c.buffer.insert(r.batch)
+        s.t_env += r.steps
+        s.episode += len(r.returns)
+        s.train_returns += r.returns.tolist()
+        s.train_lengths += r.lengths.float().tolist()
+        for k, v in r.env_stats.items():
+            s.env_stats.setdefault(k, []).extend(v.float().tolist())
+        bs = cfg.learner.batch_size
+        if c.buffer.can_sample(bs):
+            stats = c.learner.train(c.buffer.sample(bs).to(c.device), s.t_env)
+            if s.last_learner_log_t < 0 or s.t_env - s.last_learner_log_t >= cfg.log_interval:
+                c.loggers.log_stats(stats, s.t_env)
+                s.latest.update(stats)
+                s.last_learner_log_t = s.t_env
+        if s.t_env - s.last_log_t >= cfg.log_interval:
+            self.log_train()
+
+    def train(self) -> bool:
+        """The train loop. Returns False if stopped by a signal."""
+        cfg, s = self.cfg, self.state
+        with ProgressDisplay(cfg.t_max, s.t_env, cfg.progress) as bar:
+            t0 = time.monotonic()
+            while s.t_env < cfg.t_max:
+                if self.stop.signum is not None:
+                    s.wall_time += time.monotonic() - t0
+                    return False
+                if s.last_test_t < 0 or s.t_env - s.last_test_t >= cfg.test_interval:
+                    self.test_phase()
+                self.train_iteration()
+                if cfg.save_interval and s.t_env - s.last_save_t >= cfg.save_interval:
+                    self.save()
+                bar.update(s.t_env, s.episode, s.latest.get("return_mean"), s.latest.get("test_return_mean"))
+            s.wall_time += time.monotonic() - t0
+        if s.last_test_t != s.t_env:
+            self.test_phase()
+        self.log_train()
+        return True
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self) -> Path:
+        s = self.state
+        s.last_save_t = s.t_env
+        data = {
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "loop": asdict(s),
+            "learner": self.c.learner.state_dict(),
+            "buffer": self.c.buffer.state_dict() if self.cfg.checkpoint_buffer else None,
+            "rng": checkpoint.rng_state(self.c.env.get_rng_state()),
+            "loggers": self.c.loggers.state(),
+        }
+        self.c.loggers.flush()
+        return checkpoint.save(self.run_dir, data, keep=3)
+
+    def restore(self, data: dict[str, Any], ckpt: Path) -> None:
+        if data.get("buffer") is None:
+            raise checkpoint.CheckpointError(
+                f"cannot resume from {ckpt}: it was saved with checkpoint_buffer=false (no replay buffer to continue from)"
+            )
+        self.c.buffer.load_state_dict(data["buffer"])
+        self.state = LoopState(**data["loop"])
+        checkpoint.set_rng_state(data["rng"])
+        self.c.env.set_rng_state(data["rng"]["env"])
+
+    # -- outputs -------------------------------------------------------------------------------
+    def q_tables(self) -> list[dict[str, Any]]:
+        if not hasattr(self.c.learner, "q_table"):
+            return []
+        return [{"state": p.label, **self.c.learner.q_table(p.obs, p.state, p.avail_actions)} for p in self.c.env.q_points()]
+
+    def print_summary(self, title: str, tables: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+        rows = {**extra}
+        for k in ("test_return_mean", "test_return_std", "return_mean", "loss", "epsilon"):
+            if k in self.state.latest:
+                rows[k] = self.state.latest[k]
+        console.print(summary_table(title, rows))
+        for t in tables:
+            if "q_tot" in t and self.c.spec.n_agents == 2:
+                console.print(q_table(f"Q_tot at {t['state']}", t["q_tot"]))
+            else:
+                for i, q in enumerate(t["agent_q"]):
+                    console.print(f"Q_{i + 1} at {t['state']}: " + ", ".join(f"{v:.2f}" for v in q))
+        for line in self.c.loggers.describe():
+            console.print(line)
+
+
+def run_info(cfg: DictConfig, run_dir: Path, hydra_dir: Path | None, overrides: list[str], mode: str) -> RunInfo:
+    name = cfg.run_name or f"{cfg.algo_name}-{cfg.env.name}-s{cfg.seed}"
+    if mode == "evaluate":
+        name = f"eval-{name}"
+    commit = git_commit()
+    tags = {
+        "algo": str(cfg.algo_name),
+        "env": str(cfg.env.name),
+        "seed": str(cfg.seed),
+        "mode": mode,
+        "git_commit": commit,
+        "mlflow.source.git.commit": commit,
+        "hydra_overrides": " ".join(overrides),
+        "run_dir": str(run_dir),
+    }
+    return RunInfo(OmegaConf.to_container(cfg, resolve=True), tags, name, run_dir, hydra_dir)  # type: ignore[arg-type]
+
+
+def run(cfg: DictConfig, hydra_dir: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunResult:
+    """Train (or evaluate) as configured. Every check that can fail runs before a run is created."""
+    validate(cfg)
+    device = resolve_device(cfg.device)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    run_dir = Path(hydra_dir) if hydra_dir else Path.cwd() / "outputs" / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    ckpt_path, ckpt = None, None
+    if cfg.resume:
+        ckpt_path, ckpt = checkpoint.load(cfg.resume)
+        checkpoint.check_resume_config(ckpt["config"], resolved, ckpt_path)  # type: ignore[arg-type]
+        run_dir = checkpoint.run_dir_of(ckpt_path)
+    elif cfg.checkpoint:
+        ckpt_path, ckpt = checkpoint.load(cfg.checkpoint)
+
+    seed_everything(cfg.seed)
+    comps = build(cfg, device)
+    if ckpt is not None:
+        try:
+            comps.learner.load_state_dict(ckpt["learner"], weights_only=not cfg.resume)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise checkpoint.CheckpointError(f"checkpoint {ckpt_path} does not fit this config: {exc}") from None
+
+    stop = StopRequest()
+    exp = Experiment(cfg, comps, run_dir, stop)
+    info = run_info(cfg, run_dir, hydra_dir, list(overrides), "evaluate" if cfg.evaluate else "train")
+    if cfg.resume:
+        exp.restore(ckpt, ckpt_path)  # type: ignore[arg-type]
+        info.resume_state = ckpt["loggers"]  # type: ignore[index]
+        info.t_env_start = exp.state.t_env
+    elif ckpt is not None:
+        exp.state.t_env = ckpt["loop"]["t_env"]  # type: ignore[index]
+
+    stop.install()
+    comps.loggers.start(info)  # the MLflow run exists from here on: every exit path sets its status
+    try:
+        if cfg.evaluate:
+            return _evaluate(exp, ckpt_path)
+        return _train(exp, hydra_dir)
+    except NonFiniteLossError as exc:
+        comps.loggers.finish("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
+    except KeyboardInterrupt:
+        comps.loggers.finish("KILLED", "aborted by a second interrupt (no checkpoint written)")
+        raise
+    except Exception as exc:
+        comps.loggers.finish("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        stop.restore()
+        comps.runner.close()
+
+
+def _train(exp: Experiment, hydra_dir: Path | None) -> RunResult:
+    c, s = exp.c, exp.state
+    finished = exp.train()
+    ckpt = exp.save()
+    if not finished:
+        console.print(f"[yellow]stopped at t_env={s.t_env:,}; checkpoint: {ckpt}")
+        console.print(f"resume with: python -m runner <same overrides> resume={exp.run_dir}")
+        c.loggers.finish("KILLED", f"stopped by signal {exp.stop.signum} at t_env={s.t_env}")
+        return RunResult("KILLED", s.t_env, dict(s.latest), ckpt, [], exp.run_dir, EXIT_CODES.get(exp.stop.signum, 130))
+    tables = exp.q_tables()
+    artifacts = exp.run_dir / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    from runner.plots import learning_curve
+
+    c.loggers.log_artifact(
+        learning_curve(s.curves, f"{exp.cfg.algo_name} on {exp.cfg.env.name} (seed {exp.cfg.seed})", artifacts / "learning_curve.png")
+    )
+    if tables:
+        (artifacts / "q_tables.json").write_text(json.dumps(tables, indent=1))
+        c.loggers.log_artifact(artifacts / "q_tables.json")
+    if hydra_dir and (hydra_dir / ".hydra").is_dir():
+        c.loggers.log_artifact(hydra_dir / ".hydra", ".hydra")
+    c.loggers.log_artifact(ckpt, "checkpoints")
+    steps_per_s = s.t_env / s.wall_time if s.wall_time > 0 else math.nan
+    exp.print_summary(
+        f"{exp.cfg.algo_name} on {exp.cfg.env.name}: finished",
+        tables,
+        {"t_env": f"{s.t_env:,}", "episodes": f"{s.episode:,}", "train wall time (s)": round(s.wall_time, 1),
+         "env steps / s": round(steps_per_s), "checkpoint": str(ckpt)},
+    )
+    c.loggers.finish("FINISHED")
+    return RunResult("FINISHED", s.t_env, dict(s.latest), ckpt, tables, exp.run_dir)
+
+
+def _evaluate(exp: Experiment, ckpt_path: Path | None) -> RunResult:
+    c, s = exp.c, exp.state
+    stats = exp.test_phase()
+    tables = exp.q_tables()
+    if tables:
+        f = exp.run_dir / "artifacts" / "q_tables.json"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(tables, indent=1))
+        c.loggers.log_artifact(f)
+    exp.print_summary(
+        f"evaluation of {ckpt_path}", tables, {"t_env of checkpoint": f"{s.t_env:,}", "test episodes": exp.cfg.test_nepisodes}
+    )
+    c.loggers.finish("FINISHED")
+    return RunResult("FINISHED", s.t_env, stats, ckpt_path, tables, exp.run_dir)

@@ -1,0 +1,130 @@
+"""Base learner: optimiser, gradient clipping, target networks, device, save/load.
+
+Subclasses implement :meth:`loss` and list their trainable modules; everything else (the
+optimiser step, clipping, hard/soft target updates, NaN guard, checkpoint state) lives here.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import MISSING
+from torch import nn
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite: training cannot continue."""
+
+
+@dataclass
+class LearnerConfig:
+    name: str = MISSING
+    lr: float = 5e-4
+    """Learning rate."""
+    optimizer: str = "adam"
+    """adam or rmsprop."""
+    optim_alpha: float = 0.99
+    """RMSprop smoothing constant."""
+    optim_eps: float = 1e-5
+    """Optimiser epsilon."""
+    grad_norm_clip: float = 10.0
+    """Clip the global gradient norm to this value (<= 0: no clipping)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    batch_size: int = 32
+    """Episodes per update."""
+    target_update: str = "hard"
+    """hard (copy every target_update_interval updates) or soft (Polyak with tau every update)."""
+    target_update_interval: int = 200
+    """Updates between hard target copies."""
+    tau: float = 0.005
+    """Polyak rate of soft target updates."""
+
+
+def check_learner_config(cfg: Any) -> list[str]:
+    from runner.config import check_range
+
+    c, errs = cfg.learner, []
+    if not c.lr > 0:
+        errs.append(f"learner.lr={c.lr} is invalid: must be > 0")
+    check_range(errs, "learner.gamma", c.gamma, 0.0, 1.0, lo_open=True)
+    if c.optimizer not in ("adam", "rmsprop"):
+        errs.append(f"learner.optimizer={c.optimizer!r} is invalid: must be adam or rmsprop")
+    if c.batch_size < 1:
+        errs.append(f"learner.batch_size={c.batch_size} is invalid: must be >= 1")
+    if c.target_update not in ("hard", "soft"):
+        errs.append(f"learner.target_update={c.target_update!r} is invalid: must be hard or soft")
+    if c.target_update_interval < 1:
+        errs.append(f"learner.target_update_interval={c.target_update_interval} is invalid: must be >= 1")
+    check_range(errs, "learner.tau", c.tau, 0.0, 1.0, lo_open=True)
+    return errs
+
+
+class BaseLearner:
+    """Holds online and target copies of `modules` and trains them with one optimiser."""
+
+    def __init__(self, cfg: LearnerConfig, modules: dict[str, nn.Module], device: torch.device) -> None:
+        self.cfg, self.device = cfg, device
+        self.modules = modules
+        self.targets = {k: copy.deepcopy(m).requires_grad_(False) for k, m in modules.items()}
+        self.params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+        if cfg.optimizer == "adam":
+            self.optimiser: torch.optim.Optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.optim_eps)
+        else:
+            self.optimiser = torch.optim.RMSprop(self.params, lr=cfg.lr, alpha=cfg.optim_alpha, eps=cfg.optim_eps)
+        self.n_updates = 0
+
+    def loss(self, batch: Any, t_env: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def train(self, batch: Any, t_env: int) -> dict[str, float]:
+        """One gradient step on `batch`. Returns the stats to log (floats)."""
+        loss, stats = self.loss(batch, t_env)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} at t_env={t_env} (update {self.n_updates + 1}); "
+                "training stopped. Lower learner.lr, clip gradients (learner.grad_norm_clip) or check rewards."
+            )
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.cfg.grad_norm_clip if self.cfg.grad_norm_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        self.optimiser.step()
+        self.n_updates += 1
+        self._update_targets()
+        out = {"loss": loss.detach(), "grad_norm": grad_norm.detach(), **stats}
+        return {k: float(v) for k, v in out.items()}
+
+    @torch.no_grad()
+    def _update_targets(self) -> None:
+        if self.cfg.target_update == "soft":
+            for k, m in self.modules.items():
+                for tp, p in zip(self.targets[k].parameters(), m.parameters()):
+                    tp.lerp_(p, self.cfg.tau)
+        elif self.n_updates % self.cfg.target_update_interval == 0:
+            for k, m in self.modules.items():
+                self.targets[k].load_state_dict(m.state_dict())
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "targets": {k: m.state_dict() for k, m in self.targets.items()},
+            "optimiser": self.optimiser.state_dict(),
+            "n_updates": self.n_updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
+        for k, m in self.modules.items():
+            m.load_state_dict(state["modules"][k])
+        if weights_only:
+            for k, m in self.targets.items():
+                m.load_state_dict(state["modules"][k])
+            return
+        for k, m in self.targets.items():
+            m.load_state_dict(state["targets"][k])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.n_updates = state["n_updates"]

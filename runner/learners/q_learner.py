@@ -1,0 +1,105 @@
+"""One Q-learner for IQL, VDN and QMIX: they differ only in the mixer (conf/algo/*.yaml).
+
+Loss: masked mean squared TD error between the mixed Q of the taken actions and
+r + gamma * (1 - terminated) * target-mixed max Q (double Q: argmax by the online network),
+or the TD(lambda) return of those targets. A time-limit truncation is not a termination, so it
+is bootstrapped from the stored next state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from runner.buffers.episode import EpisodeBatch
+from runner.controllers.basic import NEG
+from runner.learners.base import BaseLearner, LearnerConfig, check_learner_config
+from runner.registry import LEARNERS, MIXERS
+
+
+@dataclass
+class QLearnerConfig(LearnerConfig):
+    double_q: bool = True
+    """Pick the target's next action with the online network."""
+    td_lambda: float = 0.0
+    """0: one-step targets; in (0, 1]: TD(lambda) returns."""
+
+
+def td_lambda_targets(
+    rewards: torch.Tensor, terminated: torch.Tensor, mask: torch.Tensor, next_v: torch.Tensor, gamma: float, lam: float
+) -> torch.Tensor:
+    """TD(lambda) returns [B, T, K]; at an episode's last step they bootstrap from next_v."""
+    r, term, m = rewards.unsqueeze(-1), terminated.unsqueeze(-1), mask.unsqueeze(-1)
+    if lam == 0.0:
+        return r + gamma * (1 - term) * next_v
+    T = r.shape[1]
+    out = torch.empty_like(next_v)
+    g_next = next_v[:, T - 1]
+    for t in reversed(range(T)):
+        if t < T - 1:
+            g_next = torch.where(m[:, t + 1] > 0, out[:, t + 1], next_v[:, t])
+        out[:, t] = r[:, t] + gamma * (1 - term[:, t]) * ((1 - lam) * next_v[:, t] + lam * g_next)
+    return out
+
+
+@LEARNERS.register("q_learner", config=QLearnerConfig)
+class QLearner(BaseLearner):
+    def __init__(self, cfg: QLearnerConfig, controller: Any, mixer_cfg: Any, spec: Any, device: torch.device) -> None:
+        self.controller = controller
+        self.mixer = MIXERS.get(mixer_cfg.name)(mixer_cfg, spec.n_agents, spec.state_dim).to(device)
+        super().__init__(cfg, {"agent": controller.agent, "mixer": self.mixer}, device)
+
+    @staticmethod
+    def check_config(cfg: Any) -> list[str]:
+        from runner.config import check_range
+
+        errs = check_learner_config(cfg)
+        check_range(errs, "learner.td_lambda", cfg.learner.td_lambda, 0.0, 1.0)
+        return errs
+
+    def loss(self, batch: EpisodeBatch, t_env: int):
+        cfg = self.cfg
+        rewards = batch["reward"][:, :-1]
+        actions = batch["actions"][:, :-1].long()
+        terminated = batch["terminated"][:, :-1].float()
+        mask = batch["filled"][:, :-1].float()
+        avail = batch["avail_actions"]
+        states = batch["state"]
+
+        q = self.controller.forward_seq(batch)  # [B, T+1, N, A]
+        chosen = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [B, T, N]
+        with torch.no_grad():
+            tq = self.controller.forward_seq(batch, agent=self.targets["agent"]).masked_fill(~avail, NEG)
+            if cfg.double_q:
+                best = q.detach().masked_fill(~avail, NEG).argmax(-1, keepdim=True)
+                t_max_q = tq.gather(-1, best).squeeze(-1)
+            else:
+                t_max_q = tq.max(-1).values
+            next_v = self.targets["mixer"](t_max_q, states)[:, 1:]  # [B, T, K]
+            targets = td_lambda_targets(rewards, terminated, mask, next_v, cfg.gamma, cfg.td_lambda)
+        chosen_tot = self.mixer(chosen, states[:, :-1])  # [B, T, K]
+        m = mask.unsqueeze(-1)
+        n_valid = m.sum() * chosen_tot.shape[-1]
+        td = (chosen_tot - targets) * m
+        loss = (td**2).sum() / n_valid
+        stats = {
+            "td_error_abs": td.abs().sum().detach() / n_valid,
+            "q_taken_mean": (chosen_tot.detach() * m).sum() / n_valid,
+            "target_mean": (targets * m).sum() / n_valid,
+        }
+        return loss, stats
+
+    @torch.no_grad()
+    def q_table(self, obs: torch.Tensor, state: torch.Tensor, avail: torch.Tensor) -> dict[str, Any]:
+        """Learned values at one state: per-agent Q [N, A] and, with a joint mixer, Q_tot over joint actions."""
+        agent_q = self.controller.q_values(obs.unsqueeze(0))[0]  # [N, A]
+        out: dict[str, Any] = {"agent_q": agent_q.cpu().tolist()}
+        if getattr(self.mixer, "joint", False):
+            n, a = agent_q.shape
+            joint = torch.cartesian_prod(*[torch.arange(a, device=agent_q.device)] * n).view(-1, n)
+            qs = agent_q.gather(1, joint.T).T  # [A^n, N]
+            q_tot = self.mixer(qs, state.expand(qs.shape[0], -1)).view(*([a] * n))
+            out["q_tot"] = q_tot.cpu().tolist()
+        return out

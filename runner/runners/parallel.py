@@ -1,0 +1,119 @@
+"""Episode rollouts in B env copies with one batched action selection per step.
+
+``parallel`` steps ``n_envs`` copies in lock-step; ``episode`` is the same loop with one copy
+(handy for debugging). Natively batched envs (matrix games) step all copies as tensor ops.
+Components that need per-episode work (e.g. sampling a latent) register hooks instead of
+editing this loop: ``on_episode_start(batch, test_mode)`` is called after reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from omegaconf import MISSING
+
+from envs.base import VecEnv
+from runner.buffers.episode import EpisodeBatch, FieldSpec
+from runner.registry import RUNNERS
+
+
+class Rollout(NamedTuple):
+    batch: EpisodeBatch
+    returns: torch.Tensor  # [B] episode returns
+    lengths: torch.Tensor  # [B] episode lengths
+    env_stats: dict[str, torch.Tensor]  # [B] each
+    steps: int  # env steps taken (sum of lengths)
+
+
+@dataclass
+class ParallelRunnerConfig:
+    name: str = MISSING
+    n_envs: int = 8
+    """Env copies stepped together (one batched forward per step)."""
+
+
+@dataclass
+class EpisodeRunnerConfig:
+    name: str = MISSING
+
+
+@RUNNERS.register("parallel", config=ParallelRunnerConfig)
+class ParallelRunner:
+    def __init__(
+        self,
+        env: VecEnv,
+        scheme: dict[str, FieldSpec],
+        controller: Any,
+        device: torch.device,
+        hooks: list[Any] = (),  # type: ignore[assignment]
+    ) -> None:
+        self.env = env
+        self.n_envs = env.n_envs
+        self.spec = env.spec
+        self.scheme = scheme
+        self.controller = controller
+        self.device = device
+        self.hooks = list(hooks)
+
+    @classmethod
+    def make_env(cls, cfg: Any, env_factory: Callable[[int], VecEnv]) -> VecEnv:
+        """The env copies this runner steps."""
+        return env_factory(cls.copies(cfg))
+
+    @staticmethod
+    def copies(cfg: Any) -> int:
+        return cfg.n_envs
+
+    @staticmethod
+    def check_config(cfg: Any) -> list[str]:
+        n = cfg.runner.get("n_envs", 1)
+        errs = []
+        if n < 1:
+            errs.append(f"runner.n_envs={n} is invalid: must be >= 1")
+        elif n > cfg.buffer.buffer_size:
+            errs.append(f"runner.n_envs={n} is invalid: larger than buffer.buffer_size={cfg.buffer.buffer_size}")
+        return errs
+
+    @torch.no_grad()
+    def run(self, t_env: int, test_mode: bool = False) -> Rollout:
+        env, B, T = self.env, self.n_envs, self.spec.episode_limit
+        batch = EpisodeBatch.empty(self.scheme, B, T, self.device)
+        ob = env.reset()
+        self.controller.init_hidden(B)
+        for hook in self.hooks:
+            hook.on_episode_start(batch, test_mode)
+        active = torch.ones(B, dtype=torch.bool, device=self.device)
+        returns = torch.zeros(B, device=self.device)
+        lengths = torch.zeros(B, dtype=torch.long, device=self.device)
+        t = 0
+        for t in range(T):  # noqa: B007 (t is used after the loop)
+            batch.write(t, obs=ob.obs.to(self.device), state=ob.state.to(self.device), avail_actions=ob.avail_actions.to(self.device))
+            actions = self.controller.select_actions(batch, t, t_env, test_mode)
+            res = env.step(actions)
+            reward = res.reward.to(self.device) * active
+            terminated = res.terminated.to(self.device) & active
+            batch.write(t, actions=actions, reward=reward, terminated=terminated, filled=active)
+            returns += reward
+            lengths += active
+            ob = res.observation
+            active = active & ~(res.terminated.to(self.device) | res.truncated.to(self.device))
+            if not bool(active.any()):
+                break
+        # the observation that followed each episode's last step, for bootstrapping
+        batch.write(t + 1, obs=ob.obs.to(self.device), state=ob.state.to(self.device), avail_actions=ob.avail_actions.to(self.device))
+        return Rollout(batch, returns, lengths, env.episode_stats(), int(lengths.sum().item()))
+
+    def close(self) -> None:
+        self.env.close()
+
+
+@RUNNERS.register("episode", config=EpisodeRunnerConfig)
+class EpisodeRunner(ParallelRunner):
+    """One env copy: the simplest loop to step through in a debugger."""
+
+    @staticmethod
+    def copies(cfg: Any) -> int:
+        return 1
