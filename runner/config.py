@@ -54,6 +54,8 @@ class Config:
     """auto (CUDA when present), cpu, cuda, cuda:N."""
     progress: bool = True
     """Show a progress bar."""
+    torch_threads: int = 1
+    """torch intra-op threads; 1 is fastest for the small networks of MARL on CPU. 0 = torch's default."""
     run_name: Any = None
     """MLflow run name; default <algo>-<env>-s<seed>."""
 
@@ -78,6 +80,7 @@ RESUME_MAY_DIFFER = (
     "resume",
     "checkpoint",
     "progress",
+    "torch_threads",
     "device",
     "run_name",
     "logger",
@@ -147,6 +150,7 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.test_interval > 0, "test_interval", cfg.test_interval, "must be > 0")
     need(cfg.log_interval > 0, "log_interval", cfg.log_interval, "must be > 0")
     need(cfg.test_nepisodes >= 1, "test_nepisodes", cfg.test_nepisodes, "must be >= 1")
+    need(cfg.torch_threads >= 0, "torch_threads", cfg.torch_threads, "must be >= 0 (0 = torch's default)")
     need(cfg.save_interval >= 0, "save_interval", cfg.save_interval, "must be >= 0 (0 = end and interrupt only)")
     need(
         cfg.device == "auto" or cfg.device == "cpu" or str(cfg.device).startswith("cuda"),

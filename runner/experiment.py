@@ -263,6 +263,8 @@ def run(cfg: DictConfig, hydra_dir: Path | None = None, overrides: list[str] | t
     elif cfg.checkpoint:
         ckpt_path, ckpt = checkpoint.load(cfg.checkpoint)
 
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
     comps = build(cfg, device)
     if ckpt is not None:
