@@ -26,7 +26,7 @@ def _agent_ids(n: int) -> tuple[str, ...]:
 class TwoStepConfig(EnvConfig):
     payoff_2a: float = 7.0
     """Reward of every joint action in state 2A."""
-    payoff_2b: list[list[float]] = field(default_factory=lambda: [[0.0, 1.0], [1.0, 8.0]])
+    payoff_2b: Any = field(default_factory=lambda: [[0.0, 1.0], [1.0, 8.0]])
     """Payoff matrix of state 2B (rows: agent 1's action)."""
     t_max: int = 10_000
     test_interval: int = 1_000
@@ -54,9 +54,9 @@ class TwoStepGame(VecEnv):
 
     @classmethod
     def check_config(cls, cfg: Any) -> list[str]:
-        p = cfg.env.payoff_2b
-        if len(p) != 2 or any(len(r) != 2 for r in p):
-            return [f"env.payoff_2b={list(map(list, p))} is invalid: must be a 2x2 matrix"]
+        p = _plain(cfg.env.payoff_2b)
+        if _payoff_shape(p) != (2, 2):
+            return [f"env.payoff_2b={p} is invalid: must be a 2x2 matrix of numbers"]
         return []
 
     def _observe(self) -> Observation:

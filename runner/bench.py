@@ -1,0 +1,270 @@
+"""Throughput benchmark of QMIX on the two-step matrix game: ``python -m runner.bench`` (``make bench``).
+
+Writes ``outputs/bench/bench.{md,json}`` and puts the table between the ``<!-- bench:start -->``
+and ``<!-- bench:end -->`` lines of README.md (when both exist; ``--no-readme`` skips it).
+
+Each config (episode runner B=1, parallel runner B=64 and B=1024) runs in its own subprocess
+(``--one NAME``), so that its peak RSS is its own. The numbers:
+
+- train env-steps/s: env steps per second of wall time of the real training iteration,
+  ``Experiment.train_iteration()`` -- rollout of B episodes, buffer insert, one learner update
+  (batch 32) -- after a warm-up (until the buffer can sample, plus a few iterations), timed
+  for ``--seconds``. No loggers, no test phases, no checkpoints.
+- train env-steps/CPU-s: the same steps per second of process CPU time (``time.process_time``);
+  less sensitive to other load on a shared machine.
+- acting-only env-steps/s: rollouts only (``runner.run``), no buffer insert and no learner update.
+- learner ms/update: wall ms of one ``learner.train`` on a batch of 32 sampled episodes (B=1 config;
+  it does not depend on B).
+- peak RSS MB: ``ru_maxrss`` of the config's subprocess (imports, build, all its measurements).
+- start-up: wall time of ``python -m runner +algo=qmix +env=twostep t_max=2 test_nepisodes=1``
+  from launch to exit, median of 3: with ``logger=[]`` (no MLflow), and with the default loggers
+  and MLflow on a fresh SQLite store in a temp dir (MLFLOW_TRACKING_URI) for each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import runner
+
+ROOT = Path(runner.__file__).resolve().parent.parent
+BASE = ["+algo=qmix", "+env=twostep", "logger=[]", "progress=false", "t_max=1000000000"]
+CONFIGS = {
+    "episode, B=1": ["runner=episode"],
+    "parallel, B=64": ["runner=parallel", "runner.n_envs=64"],
+    "parallel, B=1024": ["runner=parallel", "runner.n_envs=1024"],
+}
+LEARNER_CONFIG = "episode, B=1"
+MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _timed(step, seconds: float, sync) -> tuple[int, float, float]:
+    """Call step() (returns env steps) until `seconds` of wall time passed -> (steps, wall s, CPU s)."""
+    n, w0, c0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - w0 < seconds:
+        n += step()
+    sync()
+    return n, time.perf_counter() - w0, time.process_time() - c0
+
+
+def bench_one(name: str, seconds: float, device_name: str) -> dict:
+    """Measure one config in this process (run as ``--one NAME`` in a subprocess)."""
+    import torch
+
+    from runner.build import build, resolve_device, seed_everything
+    from runner.compose import compose_config
+    from runner.config import validate
+    from runner.experiment import Experiment, StopRequest
+
+    cfg = compose_config(BASE + CONFIGS[name])
+    validate(cfg)
+    device = resolve_device(device_name)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    seed_everything(cfg.seed)
+    comps = build(cfg, device)
+    bs = cfg.learner.batch_size
+    with tempfile.TemporaryDirectory() as tmp:
+        exp = Experiment(cfg, comps, Path(tmp), StopRequest())
+        while not comps.buffer.can_sample(bs):  # warm-up: fill the buffer, then a few updates
+            exp.train_iteration()
+        for _ in range(5):
+            exp.train_iteration()
+
+        def train_step() -> int:
+            t = exp.state.t_env
+            exp.train_iteration()
+            return exp.state.t_env - t
+
+        steps, wall, cpu = _timed(train_step, seconds, sync)
+        out = {
+            "n_envs": comps.env.n_envs,
+            "train_steps": steps,
+            "train_wall_s": wall,
+            "train_cpu_s": cpu,
+            "train_steps_per_s": steps / wall,
+            "train_steps_per_cpu_s": steps / cpu if cpu > 0 else None,
+        }
+
+        steps, wall, _ = _timed(lambda: comps.runner.run(t_env=0).steps, seconds, sync)
+        out["acting_steps_per_s"] = steps / wall
+
+        if name == LEARNER_CONFIG:
+
+            def update() -> int:
+                comps.learner.train(comps.buffer.sample(bs).to(device), 0)
+                return 1
+
+            n, wall, _ = _timed(update, seconds, sync)  # warm already: the train loop ran updates
+            out["learner_ms_per_update"] = 1000 * wall / n
+        comps.runner.close()
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+    out["torch_threads"] = torch.get_num_threads()
+    out["device"] = str(device)
+    return out
+
+
+def run_one(name: str, seconds: float, device: str) -> dict:
+    cmd = [sys.executable, "-m", "runner.bench", "--one", name, "--seconds", str(seconds), "--device", device]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"bench of {name!r} failed (exit {p.returncode}):\n{p.stderr}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def startup_s(mlflow: bool, device: str, reps: int = 3) -> float:
+    """Median wall time from launch to exit of a 2-step training run."""
+    times = []
+    for _ in range(reps):
+        with tempfile.TemporaryDirectory(prefix="hymarl-bench-") as tmp:
+            env = dict(os.environ)
+            cmd = [
+                sys.executable,
+                "-m",
+                "runner",
+                "+algo=qmix",
+                "+env=twostep",
+                "t_max=2",
+                "test_nepisodes=1",
+                "progress=false",
+                f"device={device}",
+                f"hydra.run.dir={tmp}/run",
+            ]
+            if mlflow:
+                env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+            else:
+                cmd.append("logger=[]")
+            t0 = time.perf_counter()
+            p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+            times.append(time.perf_counter() - t0)
+            if p.returncode != 0:
+                sys.exit(f"start-up run failed (exit {p.returncode}): {' '.join(cmd)}\n{p.stderr}")
+    return statistics.median(times)
+
+
+def to_markdown(res: dict) -> str:
+    m = res["machine"]
+    lines = [
+        f"Measured {m['date'][:10]} on {m['cpu']} ({m['cpu_count']} CPUs), torch {m['torch']}, device {m['device']}, "
+        f"{m['torch_threads']} torch thread(s); `python -m runner.bench --seconds {res['seconds']:g}`. "
+        "QMIX on the two-step game; train = rollout + buffer insert + one learner update (batch 32).",
+        "",
+        "| config | train env-steps/s | train env-steps/CPU-s | acting-only env-steps/s | learner ms/update | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in res["configs"].items():
+        cpu = f"{r['train_steps_per_cpu_s']:,.0f}" if r["train_steps_per_cpu_s"] else "–"
+        lms = f"{r['learner_ms_per_update']:.2f}" if "learner_ms_per_update" in r else "–"
+        lines.append(
+            f"| {name} | {r['train_steps_per_s']:,.0f} | {cpu} | {r['acting_steps_per_s']:,.0f} | {lms} "
+            f"| {r['peak_rss_mb']:,.0f} |"
+        )
+    s = res["startup_s"]
+    lines += [
+        "",
+        "| start-up (median of 3) | seconds |",
+        "|---|---:|",
+        f"| process start to exit of a 2-step run, no MLflow | {s['no_mlflow']:.2f} |",
+        f"| with MLflow (fresh SQLite store) | {s['mlflow_sqlite']:.2f} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(table: str, readme: Path = ROOT / "README.md") -> bool:
+    """Replace the lines between the bench markers; False (and no change) if they are missing."""
+    if not readme.is_file():
+        return False
+    lines = readme.read_text().splitlines(keepends=True)
+    stripped = [ln.strip() for ln in lines]
+    if MARK_START not in stripped or MARK_END not in stripped:
+        return False
+    i, j = stripped.index(MARK_START), stripped.index(MARK_END)
+    if j < i:
+        return False
+    readme.write_text("".join(lines[: i + 1]) + "\n" + table + "\n" + "".join(lines[j:]))
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m runner.bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0, help="timing budget per measurement and config")
+    ap.add_argument(
+        "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default cpu (comparable numbers)"
+    )
+    ap.add_argument("--one", choices=list(CONFIGS), help=argparse.SUPPRESS)
+    ap.add_argument("--no-readme", action="store_true", help="do not update the table in README.md")
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(bench_one(args.one, args.seconds, args.device)))
+        return
+
+    import torch
+
+    from runner.build import resolve_device
+    from runner.logging.console import console
+
+    device = str(resolve_device(args.device))
+    configs = {}
+    for name in CONFIGS:
+        with console.status(f"bench: {name} (~{3 * args.seconds:.0f} s)"):
+            configs[name] = r = run_one(name, args.seconds, device)
+        console.print(
+            f"{name}: train {r['train_steps_per_s']:,.0f} env-steps/s, "
+            f"acting {r['acting_steps_per_s']:,.0f} env-steps/s, peak RSS {r['peak_rss_mb']:,.0f} MB"
+        )
+    startup = {}
+    for key, mlflow in (("no_mlflow", False), ("mlflow_sqlite", True)):
+        with console.status(f"bench: start-up time, {key} (3 runs)"):
+            startup[key] = startup_s(mlflow, device)
+        console.print(f"start-up {key}: {startup[key]:.2f} s")
+    first = next(iter(configs.values()))
+    res = {
+        "machine": {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "cpu": cpu_name(),
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "device": first["device"],
+            "torch_threads": first["torch_threads"],
+        },
+        "seconds": args.seconds,
+        "configs": configs,
+        "startup_s": startup,
+    }
+    table = to_markdown(res)
+    out = ROOT / "outputs" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(res, indent=1) + "\n")
+    (out / "bench.md").write_text("# hymarl benchmark\n\n" + table)
+    console.print(f"wrote {out / 'bench.md'} and {out / 'bench.json'}")
+    if not args.no_readme and update_readme(table):
+        console.print("updated the bench table in README.md")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Config composition, registry <-> yaml correspondence, and clear errors for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigAttributeError, ValidationError
+
+from runner import registry
+from runner.checkpoint import CheckpointError
+from runner.config import ConfigError, available_options, check_required_groups
+from tests.conftest import ROOT, cli, compose, runs_of, train
+
+CONF = ROOT / "conf"
+BASE = ["+algo=qmix", "+env=twostep"]
+
+
+@pytest.mark.parametrize("kind", sorted(registry.ALL))
+def test_yaml_file_names_equal_registry_keys(kind: str) -> None:
+    files = {p.stem for p in (CONF / kind).glob("*.yaml")}
+    assert files == set(registry.ALL[kind].names())
+    for name in files:
+        text = (CONF / kind / f"{name}.yaml").read_text()
+        assert yaml.safe_load(text)["name"] == name, f"conf/{kind}/{name}.yaml must set name: {name}"
+        assert f"/schema/{kind}@_here_: {name}" in text, f"conf/{kind}/{name}.yaml must start from its schema"
+
+
+def _options() -> list[tuple[str, str]]:
+    out = []
+    for group in sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra",)):
+        for f in sorted((CONF / group).glob("*.yaml")):
+            out.append((group, f.stem))
+    return out
+
+
+@pytest.mark.parametrize(("group", "option"), _options())
+def test_every_option_of_every_group_composes(group: str, option: str) -> None:
+    if group == "experiment":
+        overrides = [f"+experiment={option}"]
+    elif group in ("algo", "env"):
+        overrides = ["+algo=qmix", "+env=twostep"]
+        overrides[0 if group == "algo" else 1] = f"+{group}={option}"
+    elif group == "logger":
+        overrides = [*BASE, f"logger=[{option}]"]
+    else:
+        overrides = [*BASE, f"{group}={option}"]
+    cfg = compose(*overrides)
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["t_max"] > 0
+    if group in registry.ALL and group != "logger":
+        assert cfg[group].name == option
+    from runner.config import validate
+
+    validate(cfg)
+
+
+def test_presets_pin_the_paper_setup() -> None:
+    cfg = compose("+experiment=qmix_twostep")
+    assert (cfg.algo_name, cfg.env.name, cfg.mixer.name) == ("qmix", "twostep", "qmix")
+    assert cfg.controller.epsilon_start == cfg.controller.epsilon_finish == 1.0
+    assert (cfg.mixer.embed_dim, cfg.agent.hidden_dim, cfg.learner.gamma) == (8, 64, 0.99)
+    assert cfg.t_max == 10_000  # 5,000 two-step episodes
+
+
+def test_env_sets_the_default_budget_and_cli_overrides_it() -> None:
+    assert compose(*BASE).t_max == 10_000
+    assert compose(*BASE, "t_max=123").t_max == 123
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
+    out = cli([*BASE, "--cfg", "job"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    printed = yaml.safe_load(out.stdout)
+    assert printed["mixer"]["name"] == "qmix" and printed["env"]["name"] == "twostep"
+    assert printed["learner"]["lr"] == 0.0005
+
+
+# -- bad input: clear message, non-zero exit, no run created -------------------------------------
+
+
+def test_missing_algo_lists_the_options(tmp_path: Path, store_uri: str) -> None:
+    out = cli(["+env=twostep"], cwd=tmp_path, store_uri=store_uri)
+    assert out.returncode == 2
+    assert "missing +algo=<option>. Available options in 'algo': iql, qmix, vdn" in out.stderr
+
+
+def test_missing_env_lists_the_options() -> None:
+    with pytest.raises(ConfigError) as e:
+        check_required_groups({"algo": "qmix"})
+    assert f"missing +env=<option>. Available options in 'env': {', '.join(available_options('env'))}" in str(e.value)
+    assert "climbing" in available_options("env") and "twostep" in available_options("env")
+
+
+def test_unknown_algo_option_lists_available(tmp_path: Path) -> None:
+    out = cli(["+algo=qmx", "+env=twostep"], cwd=tmp_path)
+    assert out.returncode != 0
+    assert "Could not find 'algo/qmx'" in out.stderr
+    assert "Available options in 'algo':\n\tiql\n\tqmix\n\tvdn" in out.stderr
+
+
+def test_unknown_env_option_lists_available() -> None:
+    with pytest.raises(ConfigCompositionException) as e:
+        compose("+algo=qmix", "+env=twostp")
+    assert "Could not find 'env/twostp'" in str(e.value)
+    assert "\ttwostep" in str(e.value)
+
+
+def test_unknown_key_is_named() -> None:
+    with pytest.raises(ConfigCompositionException) as e:
+        compose(*BASE, "learner.lrr=0.1")
+    cause = e.value.__cause__
+    assert isinstance(cause, ConfigAttributeError) and "Key 'lrr' not in 'QLearnerConfig'" in str(cause)
+
+
+def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown top-level key 'sed'"):
+        train(tmp_path, *BASE, "+sed=3")
+
+
+def test_wrong_type_is_named() -> None:
+    with pytest.raises(ConfigCompositionException) as e:
+        compose(*BASE, "mixer.embed_dim=wide")
+    assert isinstance(e.value.__cause__, ValidationError)
+    assert "Value 'wide' of type 'str' could not be converted to Integer" in str(e.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("learner.lr=0", "learner.lr=0.0 is invalid: must be > 0"),
+        ("learner.lr=-1e-3", "learner.lr=-0.001 is invalid: must be > 0"),
+        ("controller.epsilon_start=1.5", "controller.epsilon_start=1.5 is invalid: must be in [0.0, 1.0]"),
+        ("controller.epsilon_finish=-0.1", "controller.epsilon_finish=-0.1 is invalid: must be in [0.0, 1.0]"),
+        ("learner.gamma=0", "learner.gamma=0.0 is invalid: must be in (0.0, 1.0]"),
+        ("learner.gamma=1.01", "learner.gamma=1.01 is invalid: must be in (0.0, 1.0]"),
+        ("buffer.buffer_size=16", "learner.batch_size=32 is invalid: larger than buffer.buffer_size=16"),
+        ("learner.optimizer=sgd", "learner.optimizer='sgd' is invalid: must be adam or rmsprop"),
+        ("mixer.hypernet_layers=3", "mixer.hypernet_layers=3 is invalid: must be 1 or 2"),
+        ("t_max=0", "t_max=0 is invalid: must be > 0"),
+        ("env.payoff_2b=[[1,2,3]]", "env.payoff_2b=[[1, 2, 3]] is invalid: must be a 2x2 matrix of numbers"),
+    ],
+)
+def test_invalid_values_fail_before_a_run_is_created(
+    tmp_path: Path, store, exp_name: str, override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        train(tmp_path, *BASE, override, f"logger.mlflow.experiment_name={exp_name}")
+    assert message in str(e.value)
+    assert runs_of(store, exp_name) == []
+
+
+def test_invalid_value_exits_non_zero_from_the_cli(tmp_path: Path, store_uri: str, store, exp_name: str) -> None:
+    out = cli([*BASE, "learner.lr=0", f"logger.mlflow.experiment_name={exp_name}"], cwd=tmp_path, store_uri=store_uri)
+    assert out.returncode == 2
+    assert "Error: invalid config:\n  learner.lr=0.0 is invalid: must be > 0" in out.stderr
+    assert runs_of(store, exp_name) == []
+
+
+def test_bad_matrix_payoff_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"env.payoff=\[\[1, 2\], \[3\]\] is invalid: must be nested lists"):
+        train(tmp_path, "+algo=qmix", "+env=matrix", "env.payoff=[[1,2],[3]]")
+
+
+def test_missing_checkpoint(tmp_path: Path, store, exp_name: str) -> None:
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(CheckpointError, match=f"checkpoint not found: {missing} does not exist"):
+        train(tmp_path, *BASE, "evaluate=true", f"checkpoint={missing}", f"logger.mlflow.experiment_name={exp_name}")
+    assert runs_of(store, exp_name) == []
+
+
+def test_corrupt_checkpoint(tmp_path: Path, store, exp_name: str) -> None:
+    bad = tmp_path / "step_10.pt"
+    bad.write_bytes(b"\x80\x04 definitely not a checkpoint")
+    with pytest.raises(CheckpointError, match=f"checkpoint {bad} is corrupt or not a hymarl checkpoint"):
+        train(tmp_path, *BASE, "evaluate=true", f"checkpoint={bad}", f"logger.mlflow.experiment_name={exp_name}")
+    assert runs_of(store, exp_name) == []
+
+
+def test_evaluate_needs_a_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="checkpoint=None is invalid: evaluate=true needs checkpoint=<path>"):
+        train(tmp_path, *BASE, "evaluate=true")
+
+
+def test_registry_lookup_names_the_options() -> None:
+    with pytest.raises(KeyError) as e:
+        registry.MIXERS.get("qmixx")
+    assert str(e.value) == "unknown mixer 'qmixx'. Available mixers: none, qmix, vdn"
