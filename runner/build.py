@@ -16,8 +16,15 @@ from runner.buffers.episode import base_scheme
 from runner.logging.base import Loggers
 
 
-def typed(node: DictConfig) -> Any:
-    return OmegaConf.to_object(node)
+def typed(node: Any, reg: registry.Registry[Any], name: str | None = None) -> Any:
+    """The node as an instance of the config dataclass its component registered.
+
+    Works for nodes Hydra typed at composition and for plain ones (a checkpoint's saved config).
+    """
+    cls = reg.config_class(name or node["name"])
+    if cls is None:
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), node))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,15 +60,19 @@ class Components:
 
 def build(cfg: DictConfig, device: torch.device) -> Components:
     """env -> controller -> learner -> buffer (scheme incl. the components' extra fields) -> runner."""
-    env_cfg = typed(cfg.env)
+    env_cfg = typed(cfg.env, registry.ENVS)
     env_cls = registry.ENVS.get(env_cfg.name)
-    runner_cfg = typed(cfg.runner)
+    runner_cfg = typed(cfg.runner, registry.RUNNERS)
     runner_cls = registry.RUNNERS.get(runner_cfg.name)
     env = runner_cls.make_env(runner_cfg, lambda n: env_cls(env_cfg, n_envs=n, seed=cfg.seed, device=device))
     spec = env.spec
 
-    controller = registry.CONTROLLERS.get(cfg.controller.name)(typed(cfg.controller), typed(cfg.agent), spec, device)
-    learner = registry.LEARNERS.get(cfg.learner.name)(typed(cfg.learner), controller, typed(cfg.mixer), spec, device)
+    controller = registry.CONTROLLERS.get(cfg.controller.name)(
+        typed(cfg.controller, registry.CONTROLLERS), typed(cfg.agent, registry.AGENTS), spec, device
+    )
+    learner = registry.LEARNERS.get(cfg.learner.name)(
+        typed(cfg.learner, registry.LEARNERS), controller, typed(cfg.mixer, registry.MIXERS), spec, device
+    )
 
     scheme = base_scheme(spec)
     hooks = []
@@ -71,9 +82,11 @@ def build(cfg: DictConfig, device: torch.device) -> Components:
         if hasattr(component, "on_episode_start"):
             hooks.append(component)
 
-    buf_cfg = typed(cfg.buffer)
+    buf_cfg = typed(cfg.buffer, registry.BUFFERS)
     buf_device = device if buf_cfg.device == "auto" else torch.device("cpu")
     buffer = registry.BUFFERS.get(buf_cfg.name)(buf_cfg, scheme, spec.episode_limit, buf_device)
     runner = runner_cls(env, scheme, controller, device, hooks)
-    loggers = Loggers([registry.LOGGERS.get(name)(typed(node)) for name, node in (cfg.logger or {}).items()])
+    loggers = Loggers(
+        [registry.LOGGERS.get(name)(typed(node, registry.LOGGERS, name)) for name, node in (cfg.logger or {}).items()]
+    )
     return Components(spec, controller, learner, buffer, runner, loggers, device)

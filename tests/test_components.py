@@ -1,0 +1,165 @@
+"""Networks, mixers, targets, buffer, controller: the pieces behave as their papers say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from modules.agents.grouped import GroupedLinear
+from modules.mixers.qmix import QMixConfig, QMixer
+from modules.mixers.simple import VDNConfig, VDNMixer
+from runner.build import build, seed_everything
+from runner.buffers.episode import EpisodeBatch, base_scheme
+from runner.controllers.schedules import epsilon_at
+from runner.experiment import Experiment, StopRequest
+from runner.learners.q_learner import td_lambda_targets
+from tests.conftest import compose
+
+
+def test_grouped_linear_per_agent_matches_separate_layers() -> None:
+    torch.manual_seed(0)
+    layer = GroupedLinear(3, 4, 5)
+    x = torch.randn(7, 3, 4)
+    expected = torch.stack([x[:, g] @ layer.weight[g].T + layer.bias[g] for g in range(3)], 1)
+    assert torch.allclose(layer(x), expected, atol=1e-6)
+
+
+def test_grouped_linear_shared_applies_one_weight_to_all_agents() -> None:
+    layer = GroupedLinear(1, 4, 5)
+    x = torch.randn(2, 3, 4)
+    x[:, 1] = x[:, 0]
+    y = layer(x)
+    assert torch.allclose(y[:, 0], y[:, 1])
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_qmix_is_monotonic_in_every_agent_q(layers: int) -> None:
+    torch.manual_seed(0)
+    mixer = QMixer(QMixConfig(name="qmix", embed_dim=8, hypernet_layers=layers), n_agents=3, state_dim=5)
+    qs = torch.randn(64, 3, requires_grad=True)
+    q_tot = mixer(qs, torch.randn(64, 5))
+    (grad,) = torch.autograd.grad(q_tot.sum(), qs)
+    assert q_tot.shape == (64, 1)
+    assert (grad >= 0).all()
+
+
+def test_vdn_is_the_sum() -> None:
+    qs = torch.randn(4, 6, 3)
+    assert torch.allclose(VDNMixer(VDNConfig(name="vdn"), 3, 1)(qs, torch.zeros(4, 6, 1)).squeeze(-1), qs.sum(-1))
+
+
+def test_td_lambda_zero_is_one_step_and_one_is_monte_carlo() -> None:
+    r = torch.tensor([[1.0, 2.0, 3.0]])
+    term = torch.tensor([[0.0, 0.0, 1.0]])
+    mask = torch.ones(1, 3)
+    next_v = torch.tensor([[[10.0], [20.0], [30.0]]])
+    one = td_lambda_targets(r, term, mask, next_v, 0.5, 0.0).squeeze(-1)
+    assert one.tolist() == [[1 + 0.5 * 10, 2 + 0.5 * 20, 3.0]]
+    mc = td_lambda_targets(r, term, mask, next_v, 0.5, 1.0).squeeze(-1)
+    assert mc.tolist() == [[1 + 0.5 * 2 + 0.25 * 3, 2 + 0.5 * 3, 3.0]]
+
+
+def test_td_lambda_bootstraps_a_truncated_episode() -> None:
+    r = torch.tensor([[1.0, 1.0, 0.0]])
+    term = torch.zeros(1, 3)
+    mask = torch.tensor([[1.0, 1.0, 0.0]])  # two real steps, cut by a time limit
+    next_v = torch.tensor([[[4.0], [8.0], [99.0]]])
+    g = td_lambda_targets(r, term, mask, next_v, 0.5, 1.0).squeeze(-1)
+    assert g[0, 1].item() == 1 + 0.5 * 8  # the value after the last real step, not 0
+    assert g[0, 0].item() == 1 + 0.5 * (1 + 0.5 * 8)
+
+
+def test_epsilon_schedules() -> None:
+    assert epsilon_at(0, 1.0, 0.05, 100, "linear") == 1.0
+    assert epsilon_at(50, 1.0, 0.0, 100, "linear") == 0.5
+    assert epsilon_at(100, 1.0, 0.05, 100, "linear") == 0.05
+    assert epsilon_at(50, 1.0, 0.01, 100, "exp") == pytest.approx(0.1)
+    assert epsilon_at(10**6, 1.0, 0.01, 100, "exp") == 0.01
+
+
+def _components(*overrides: str):
+    cfg = compose("+algo=qmix", "+env=twostep", "logger=[]", *overrides)
+    seed_everything(cfg.seed)
+    return cfg, build(cfg, torch.device("cpu"))
+
+
+def test_buffer_is_compact_preallocated_and_wraps() -> None:
+    cfg, c = _components("buffer.buffer_size=40", "runner=parallel", "runner.n_envs=16")
+    st = c.buffer.storage
+    assert st["actions"].dtype == torch.uint8 and st["filled"].dtype == torch.bool
+    assert st["avail_actions"].dtype == torch.bool and st["obs"].shape == (40, 3, 2, 3)
+    for _ in range(3):
+        c.buffer.insert(c.runner.run(0).batch)
+    assert (c.buffer.size, c.buffer.pos) == (40, 8)
+    b = c.buffer.sample(32)
+    assert b.batch_size == 32 and b.max_t == 2 and b["filled"][:, :2].all() and not b["filled"][:, 2].any()
+
+
+def test_rollout_records_masks_and_bootstrap_slot() -> None:
+    _, c = _components("runner=parallel", "runner.n_envs=4")
+    r = c.runner.run(0)
+    b = r.batch
+    assert r.returns.shape == (4,) and (r.lengths == 2).all() and r.steps == 8
+    assert b["filled"][:, :2].all() and not b["filled"][:, 2].any()
+    assert not b["terminated"][:, 0].any() and b["terminated"][:, 1].all()
+    assert (b["state"][:, 2].abs().sum(-1) == 0).all()  # the terminal state after the last step
+    assert torch.equal(b["reward"].sum(1), r.returns)
+
+
+def test_greedy_and_random_actions_respect_availability() -> None:
+    _, c = _components("runner=parallel", "runner.n_envs=512")
+    batch = EpisodeBatch.empty(base_scheme(c.spec), 512, 2, torch.device("cpu"))
+    avail = torch.zeros(512, 2, 2, dtype=torch.bool)
+    avail[:256, :, 1] = True
+    avail[256:, :, 0] = True
+    batch.write(0, obs=torch.rand(512, 2, 3), avail_actions=avail)
+    c.controller.init_hidden(512)
+    for t_env, test in ((0, False), (0, True)):  # epsilon 1 (all random) and greedy
+        a = c.controller.select_actions(batch, 0, t_env, test_mode=test)
+        assert (a[:256] == 1).all() and (a[256:] == 0).all()
+
+
+def test_per_agent_networks_hold_one_parameter_set_per_agent() -> None:
+    _, shared = _components("controller.share_params=true")
+    _, separate = _components("controller.share_params=false")
+    assert separate.controller.agent.out.weight.shape[0] == 2 and shared.controller.agent.out.weight.shape[0] == 1
+
+
+@pytest.mark.parametrize("mixer", ["none", "vdn", "qmix"])
+@pytest.mark.parametrize("agent", ["mlp", "gru"])
+@pytest.mark.parametrize("runner", ["episode", "parallel"])
+def test_one_train_step_for_every_mixer_agent_runner(tmp_path: Path, mixer: str, agent: str, runner: str) -> None:
+    extra = ["controller.obs_last_action=true", "learner.td_lambda=0.6"] if agent == "gru" else []
+    cfg, c = _components(f"mixer={mixer}", f"agent={agent}", f"runner={runner}", "learner.batch_size=4", *extra)
+    exp = Experiment(cfg, c, tmp_path, StopRequest())
+    before = [p.detach().clone() for p in c.learner.params]
+    while not c.buffer.can_sample(4):
+        exp.train_iteration()
+    stats = c.learner.train(c.buffer.sample(4), exp.state.t_env)
+    assert set(stats) == {"loss", "grad_norm", "td_error_abs", "q_taken_mean", "target_mean"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, c.learner.params))
+
+
+def test_hard_target_update_copies_every_interval() -> None:
+    _, c = _components("learner.target_update_interval=3", "learner.batch_size=2")
+    for _ in range(2):
+        c.buffer.insert(c.runner.run(0).batch)
+    tgt = c.learner.targets["mixer"]
+    for i in range(1, 4):
+        c.learner.train(c.buffer.sample(2), 0)
+        same = all(torch.equal(a, b) for a, b in zip(tgt.parameters(), c.learner.mixer.parameters()))
+        assert same == (i == 3)
+
+
+def test_soft_target_update_moves_by_tau() -> None:
+    _, c = _components("learner.target_update=soft", "learner.tau=0.5", "learner.batch_size=2")
+    for _ in range(2):
+        c.buffer.insert(c.runner.run(0).batch)
+    tgt = c.learner.targets["agent"]
+    old = [p.clone() for p in tgt.parameters()]
+    c.learner.train(c.buffer.sample(2), 0)
+    for o, t, p in zip(old, tgt.parameters(), c.learner.controller.agent.parameters()):
+        assert torch.allclose(t, 0.5 * o + 0.5 * p)

@@ -1,0 +1,153 @@
+"""Interrupts write a checkpoint and mark the run KILLED; resume continues it exactly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from omegaconf import open_dict
+
+from runner.checkpoint import CheckpointError
+from runner.experiment import run
+from runner.logging.base import Logger
+from runner.registry import LOGGERS
+from tests.conftest import ROOT, compose, runs_of, train
+
+BASE = ["+algo=qmix", "+env=twostep", "runner=parallel", "runner.n_envs=4", "test_nepisodes=4",
+        "t_max=1200", "test_interval=200", "log_interval=100", "learner.batch_size=8"]
+
+
+@LOGGERS.register("_interrupt_at")
+class InterruptAt(Logger):
+    """Sends the process a real signal once t_env reaches `at` (what Ctrl-C or `kill` would do)."""
+
+    def __init__(self, cfg: dict) -> None:
+        self.at, self.signum, self.sent = cfg["at"], cfg.get("signum", int(signal.SIGINT)), False
+
+    def log_stat(self, key: str, value: float, t_env: int) -> None:
+        if t_env >= self.at and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+
+def _run(run_dir: Path, *overrides: str, interrupt_at: int | None = None, signum: int = signal.SIGINT):
+    cfg = compose(*overrides)
+    if interrupt_at is not None:
+        with open_dict(cfg):
+            cfg.logger["_interrupt_at"] = {"at": interrupt_at, "signum": int(signum)}
+    return run(cfg, hydra_dir=run_dir)
+
+
+def _metrics(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    run = client.get_run(run_id)
+    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in run.data.metrics}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_checkpoints_and_resume_equals_an_uninterrupted_run(
+    tmp_path: Path, store: MlflowClient, exp_name: str, signum: int
+) -> None:
+    exp = f"logger.mlflow.experiment_name={exp_name}"
+    full = _run(tmp_path / "full", *BASE, exp, "run_name=full")
+
+    killed = _run(tmp_path / "part", *BASE, exp, "run_name=part", interrupt_at=500, signum=signum)
+    assert killed.status == "KILLED" and killed.exit_code == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum]
+    assert 500 <= killed.t_env < 1200 and killed.checkpoint == tmp_path / "part" / "checkpoints" / f"step_{killed.t_env}.pt"
+    part = next(r for r in runs_of(store, exp_name) if r.info.run_name == "part")
+    assert part.info.status == "KILLED"
+    assert "stopped by signal" in part.data.tags["error"]
+
+    resumed = _run(tmp_path / "elsewhere", *BASE, exp, "run_name=part", f"resume={tmp_path / 'part'}")
+    assert resumed.status == "FINISHED" and resumed.t_env == full.t_env
+    runs = {r.info.run_name: r for r in runs_of(store, exp_name)}
+    assert len(runs_of(store, exp_name)) == 2  # resumed in the same MLflow run
+    assert runs["part"].info.status == "FINISHED" and runs["part"].info.run_id == part.info.run_id
+    m_full, m_part = _metrics(store, runs["full"].info.run_id), _metrics(store, part.info.run_id)
+    assert m_part == m_full  # every step exactly once, with the same values
+    assert [s for s, _ in m_part["test_return_mean"]] == [0, 200, 400, 600, 800, 1000, 1200]
+
+    a, b = torch.load(full.checkpoint, weights_only=True), torch.load(resumed.checkpoint, weights_only=True)
+    for k in ("agent", "mixer"):
+        for name, t in a["learner"]["modules"][k].items():
+            assert torch.equal(t, b["learner"]["modules"][k][name]), name
+    assert a["learner"]["n_updates"] == b["learner"]["n_updates"]
+
+
+def test_resume_refuses_a_config_that_changes_the_experiment(tmp_path: Path, store, exp_name: str) -> None:
+    exp = f"logger.mlflow.experiment_name={exp_name}"
+    _run(tmp_path / "part", *BASE, exp, interrupt_at=300)
+    with pytest.raises(CheckpointError) as e:
+        _run(tmp_path / "again", *BASE, exp, "learner.lr=0.01", "mixer.embed_dim=16", f"resume={tmp_path / 'part'}")
+    msg = str(e.value)
+    assert "the config differs in keys that change the experiment" in msg
+    assert "learner.lr: 0.0005 in the checkpoint, 0.01 now" in msg and "mixer.embed_dim: 32 in the checkpoint, 16 now" in msg
+    (run_,) = runs_of(store, exp_name)
+    assert run_.info.status == "KILLED"  # untouched
+
+
+def test_resume_may_extend_t_max(tmp_path: Path, store, exp_name: str) -> None:
+    exp = f"logger.mlflow.experiment_name={exp_name}"
+    first = train(tmp_path / "r", *BASE, exp)
+    more = train(tmp_path / "r2", *[o for o in BASE if not o.startswith("t_max")], "t_max=1600", exp, f"resume={tmp_path / 'r'}")
+    assert (first.t_env, more.t_env) == (1200, 1600)
+    (run_,) = runs_of(store, exp_name)
+    steps = [m.step for m in store.get_metric_history(run_.info.run_id, "return_mean")]
+    assert len(steps) == len(set(steps)) and steps == sorted(steps) and steps[-1] == 1600
+
+
+def test_evaluate_a_checkpoint(tmp_path: Path, store, exp_name: str) -> None:
+    exp = f"logger.mlflow.experiment_name={exp_name}"
+    trained = train(tmp_path / "t", *BASE, exp)
+    ev = train(tmp_path / "e", *BASE, exp, "evaluate=true", f"checkpoint={tmp_path / 't'}")
+    assert ev.status == "FINISHED" and ev.t_env == trained.t_env
+    assert ev.stats["test_return_mean"] == trained.stats["test_return_mean"]  # greedy policy, deterministic game
+    run_ = next(r for r in runs_of(store, exp_name) if r.data.tags["mode"] == "evaluate")
+    assert run_.info.run_name == "eval-qmix-twostep-s0" and run_.info.status == "FINISHED"
+    assert [m.step for m in store.get_metric_history(run_.info.run_id, "test_return_mean")] == [1200]
+
+
+def test_checkpoint_that_does_not_fit_the_config(tmp_path: Path, store, exp_name: str) -> None:
+    exp = f"logger.mlflow.experiment_name={exp_name}"
+    train(tmp_path / "t", *BASE, exp)
+    n = len(runs_of(store, exp_name))
+    with pytest.raises(CheckpointError, match="does not fit this config"):
+        train(tmp_path / "e", *BASE, exp, "evaluate=true", "agent.hidden_dim=32", f"checkpoint={tmp_path / 't'}")
+    assert len(runs_of(store, exp_name)) == n
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_cli_then_resume_with_the_checkpoint_config(tmp_path: Path, store_uri: str, store, exp_name: str) -> None:
+    """The real thing: a process killed with SIGINT mid-run, resumed with `resume=DIR` alone."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri}
+    args = ["+algo=qmix", "+env=twostep", "t_max=100000", f"logger.mlflow.experiment_name={exp_name}",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(True for r in runs_of(store, exp_name) if r.data.metrics.get("loss") is not None):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "stop requested: saving a checkpoint" in out and "resume with:" in out
+    (run_,) = runs_of(store, exp_name)
+    assert run_.info.status == "KILLED"
+    ckpts = list((tmp_path / "run" / "checkpoints").glob("step_*.pt"))
+    assert len(ckpts) == 1
+    stopped_at = int(ckpts[0].stem.split("_")[1])
+
+    res = subprocess.run([sys.executable, "-m", "runner", f"resume={tmp_path / 'run'}", f"t_max={stopped_at + 400}",
+                          f"hydra.run.dir={tmp_path / 'run2'}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    (run_,) = runs_of(store, exp_name)
+    assert run_.info.status == "FINISHED"
+    steps = [m.step for m in store.get_metric_history(run_.info.run_id, "test_return_mean")]
+    assert len(steps) == len(set(steps)) and steps[-1] == stopped_at + 400
+    assert (ROOT / "conf").is_dir()
