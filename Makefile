@@ -35,7 +35,7 @@ test-fast: install ## the test suite without the slow tests
 bench: install ## throughput benchmark -> outputs/bench/bench.{md,json}, table in README
 	$(PY) -m runner.bench
 
-ui: install ## MLflow UI on the local store at http://127.0.0.1:$(PORT)
+ui: install ## MLflow UI on the local store at http://127.0.0.1:5000 (PORT=... to change)
 	@mkdir -p outputs
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port $(PORT)
 

@@ -33,11 +33,28 @@ def config_from_checkpoint(cfg: DictConfig) -> DictConfig:
     path = cfg.resume or cfg.checkpoint
     _, data = checkpoint.load(path)
     saved = OmegaConf.create(data["config"])
-    keep = (set(RESUME_MAY_DIFFER) | {"evaluate"}) & _overridden_keys()
+    may_change = set(RESUME_MAY_DIFFER) | {"evaluate", "hydra"}
+    user_keys = _overridden_keys()
+    ignored = sorted(user_keys - may_change)
+    if ignored:
+        raise ConfigError(
+            f"{'resume' if cfg.resume else 'checkpoint'}={path} without +algo/+env runs the checkpoint's own config, "
+            f"so these overrides cannot apply: {', '.join(ignored)}. Give the full command "
+            "(+algo=... +env=... and your overrides) to run with a different config."
+        )
+    keep = (may_change - {"hydra"}) & user_keys
     with open_dict(saved):
         for key in keep:
             saved[key] = cfg[key]
     return saved
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """A run refused before it started leaves no run dir behind (only Hydra's own files were there)."""
+    import shutil
+
+    if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
@@ -53,6 +70,7 @@ def app(cfg: DictConfig) -> None:
             check_required_groups(hc.runtime.choices)
         result = experiment.run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
     except ConfigError as exc:
+        _remove_if_empty(Path(hc.runtime.output_dir))
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(2)
     except NonFiniteLossError as exc:

@@ -142,9 +142,15 @@ def validate(cfg: DictConfig) -> None:
         reg = registry.ALL[group]
         if name not in reg:
             errors.append(f"{group}.name={_fmt(name)} is not a registered {group}: {', '.join(reg.names())}")
+        else:
+            errors.extend(_unknown_keys(group, cfg[group], reg.config_class(name), f"{group} '{name}'"))
     for lname in cfg.logger or {}:
         if lname not in registry.LOGGERS:
             errors.append(f"logger '{lname}' is not registered: {', '.join(registry.LOGGERS.names())}")
+        else:
+            errors.extend(_unknown_keys(f"logger.{lname}", cfg.logger[lname], registry.LOGGERS.config_class(lname), f"logger '{lname}'"))
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
     need(cfg.t_max > 0, "t_max", cfg.t_max, "must be > 0")
     need(cfg.test_interval > 0, "test_interval", cfg.test_interval, "must be > 0")
@@ -176,6 +182,18 @@ def validate(cfg: DictConfig) -> None:
                 errors.extend(checker(cfg))
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def _unknown_keys(prefix: str, node: Any, cls: type | None, what: str) -> list[str]:
+    """Keys added with +group.key=... that the component's schema does not have."""
+    if cls is None or not hasattr(node, "keys"):
+        return []
+    known = {f.name for f in fields(cls)}
+    return [
+        f"unknown key '{prefix}.{k}' for {what}. Valid keys: {', '.join(sorted(known))}"
+        for k in node
+        if k not in known
+    ]
 
 
 def check_range(errors: list[str], key: str, value: Any, lo: float, hi: float, lo_open=False, hi_open=False) -> None:

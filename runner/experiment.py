@@ -101,6 +101,7 @@ class Experiment:
     def __init__(self, cfg: DictConfig, comps: Components, run_dir: Path, stop: StopRequest) -> None:
         self.cfg, self.c, self.run_dir, self.stop = cfg, comps, run_dir, stop
         self.state = LoopState()
+        self.started_at = 0  # t_env when this process took over (resume)
 
     # -- phases --------------------------------------------------------------------------------
     def test_phase(self) -> dict[str, float]:
@@ -279,16 +280,20 @@ def run(cfg: DictConfig, hydra_dir: Path | None = None, overrides: list[str] | t
     if cfg.resume:
         exp.restore(ckpt, ckpt_path)  # type: ignore[arg-type]
         info.resume_state = ckpt["loggers"]  # type: ignore[index]
-        info.t_env_start = exp.state.t_env
+        info.t_env_start = exp.started_at = exp.state.t_env
     elif ckpt is not None:
         exp.state.t_env = ckpt["loop"]["t_env"]  # type: ignore[index]
 
     stop.install()
     comps.loggers.start(info)  # the MLflow run exists from here on: every exit path sets its status
     try:
+        if hydra_dir and (hydra_dir / ".hydra").is_dir():
+            # a resumed run keeps the .hydra/ of the command that started it; the resume's goes beside it
+            name = f".hydra-resume-{exp.started_at}" if cfg.resume else ".hydra"
+            comps.loggers.log_artifact(hydra_dir / ".hydra", name)
         if cfg.evaluate:
             return _evaluate(exp, ckpt_path)
-        return _train(exp, hydra_dir)
+        return _train(exp)
     except NonFiniteLossError as exc:
         comps.loggers.finish("FAILED", f"{type(exc).__name__}: {exc}")
         raise
@@ -303,7 +308,7 @@ def run(cfg: DictConfig, hydra_dir: Path | None = None, overrides: list[str] | t
         comps.runner.close()
 
 
-def _train(exp: Experiment, hydra_dir: Path | None) -> RunResult:
+def _train(exp: Experiment) -> RunResult:
     c, s = exp.c, exp.state
     finished = exp.train()
     ckpt = exp.save()
@@ -323,8 +328,6 @@ def _train(exp: Experiment, hydra_dir: Path | None) -> RunResult:
     if tables:
         (artifacts / "q_tables.json").write_text(json.dumps(tables, indent=1))
         c.loggers.log_artifact(artifacts / "q_tables.json")
-    if hydra_dir and (hydra_dir / ".hydra").is_dir():
-        c.loggers.log_artifact(hydra_dir / ".hydra", ".hydra")
     c.loggers.log_artifact(ckpt, "checkpoints")
     steps_per_s = s.t_env / s.wall_time if s.wall_time > 0 else math.nan
     exp.print_summary(

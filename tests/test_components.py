@@ -10,8 +10,8 @@ import torch
 from modules.agents.grouped import GroupedLinear
 from modules.mixers.qmix import QMixConfig, QMixer
 from modules.mixers.simple import VDNConfig, VDNMixer
-from runner.build import build, seed_everything
 from runner.buffers.episode import EpisodeBatch, base_scheme
+from runner.build import build, seed_everything
 from runner.controllers.schedules import epsilon_at
 from runner.experiment import Experiment, StopRequest
 from runner.learners.q_learner import td_lambda_targets

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from envs.matrix import ClimbingGame, ClimbingConfig, MatrixGame, MatrixGameConfig, PenaltyConfig, PenaltyGame, TwoStepConfig, TwoStepGame
+from envs.matrix import (
+    ClimbingConfig,
+    ClimbingGame,
+    MatrixGame,
+    MatrixGameConfig,
+    PenaltyConfig,
+    PenaltyGame,
+    TwoStepConfig,
+    TwoStepGame,
+)
 
 
 def _episode(env, joint_actions: list[list[list[int]]]) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -18,7 +18,7 @@ from runner.checkpoint import CheckpointError
 from runner.experiment import run
 from runner.logging.base import Logger
 from runner.registry import LOGGERS
-from tests.conftest import ROOT, compose, runs_of, train
+from tests.conftest import compose, runs_of, train
 
 BASE = ["+algo=qmix", "+env=twostep", "runner=parallel", "runner.n_envs=4", "test_nepisodes=4",
         "t_max=1200", "test_interval=200", "log_interval=100", "learner.batch_size=8"]
@@ -69,6 +69,8 @@ def test_interrupt_checkpoints_and_resume_equals_an_uninterrupted_run(
     runs = {r.info.run_name: r for r in runs_of(store, exp_name)}
     assert len(runs_of(store, exp_name)) == 2  # resumed in the same MLflow run
     assert runs["part"].info.status == "FINISHED" and runs["part"].info.run_id == part.info.run_id
+    assert "error" not in runs["part"].data.tags  # the last stop's reason is gone once it finished
+    assert runs["part"].data.tags["resumed_at_t_env"] == str(killed.t_env)
     m_full, m_part = _metrics(store, runs["full"].info.run_id), _metrics(store, part.info.run_id)
     assert m_part == m_full  # every step exactly once, with the same values
     assert [s for s, _ in m_part["test_return_mean"]] == [0, 200, 400, 600, 800, 1000, 1200]
@@ -143,6 +145,11 @@ def test_ctrl_c_on_the_cli_then_resume_with_the_checkpoint_config(tmp_path: Path
     assert len(ckpts) == 1
     stopped_at = int(ckpts[0].stem.split("_")[1])
 
+    refused = subprocess.run([sys.executable, "-m", "runner", f"resume={tmp_path / 'run'}", "learner.lr=0.1",
+                              f"hydra.run.dir={tmp_path / 'refused'}"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "without +algo/+env runs the checkpoint's own config, so these overrides cannot apply: learner" in refused.stderr
+
     res = subprocess.run([sys.executable, "-m", "runner", f"resume={tmp_path / 'run'}", f"t_max={stopped_at + 400}",
                           f"hydra.run.dir={tmp_path / 'run2'}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
@@ -150,4 +157,5 @@ def test_ctrl_c_on_the_cli_then_resume_with_the_checkpoint_config(tmp_path: Path
     assert run_.info.status == "FINISHED"
     steps = [m.step for m in store.get_metric_history(run_.info.run_id, "test_return_mean")]
     assert len(steps) == len(set(steps)) and steps[-1] == stopped_at + 400
-    assert (ROOT / "conf").is_dir()
+    arts = {a.path for a in store.list_artifacts(run_.info.run_id)}
+    assert ".hydra" in arts and f".hydra-resume-{stopped_at}" in arts

@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from envs.matrix import MatrixGame
+from envs.matrix import ClimbingConfig, MatrixGame
 from runner.learners.base import NonFiniteLossError
 from runner.registry import ENVS
 from tests.conftest import compose, runs_of, train
@@ -67,7 +67,7 @@ def test_nan_loss_fails_the_run_with_the_reason(tmp_path: Path, store: MlflowCli
     assert run.data.tags["error"].startswith("NonFiniteLossError: loss became nan")
 
 
-@ENVS.register("_crashing_test_env")
+@ENVS.register("_crashing_test_env", config=ClimbingConfig)
 class _CrashingEnv(MatrixGame):
     """A matrix game whose step fails after a while, like a simulator crashing mid-run."""
 

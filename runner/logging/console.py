@@ -65,7 +65,7 @@ class ProgressDisplay:
 
 @LOGGERS.register("console", config=ConsoleLoggerConfig)
 class ConsoleLogger(Logger):
-    """Collects stats and prints the latest of each key every log interval (PyMARL's 'Recent Stats')."""
+    """Prints the latest value of every key logged since the last print, once per log interval."""
 
     def __init__(self, cfg: ConsoleLoggerConfig) -> None:
         self.cfg = cfg
@@ -87,7 +87,7 @@ class ConsoleLogger(Logger):
         keys = sorted(k for k in self._since_print if k != "episode")
         if not keys:
             return
-        cells = [f"{k}: {sum(v) / len(v):.4g}" for k in keys if (v := self._since_print[k])]
+        cells = [f"{k}: {self._since_print[k][-1]:.4g}" for k in keys]
         ep = self.latest.get("episode", (0, 0))[1]
         line = f"t_env {t_env:>9,} | episode {int(ep):>7,} | " + " | ".join(cells)
         if console.is_terminal:

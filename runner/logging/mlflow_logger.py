@@ -96,6 +96,9 @@ class MLflowLogger(Logger):
             self.run_id = resume_id
             self.client.update_run(resume_id, status="RUNNING")
             self.client.set_tag(resume_id, "resumed_at_t_env", str(info.t_env_start))
+            self.client.set_tag(resume_id, "resume_overrides", info.tags.get("hydra_overrides", ""))
+            if "error" in self.client.get_run(resume_id).data.tags:  # the reason it stopped last time
+                self.client.delete_tag(resume_id, "error")
             # steps already in the store are not logged again (the resumed run recomputes them exactly)
             run = self.client.get_run(resume_id)
             for key in run.data.metrics:
