@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import threading
@@ -82,6 +83,18 @@ class StopRequest:
         self._old.clear()
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux /proc), or None where that cannot be read."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -102,6 +115,7 @@ class Experiment:
         self.cfg, self.c, self.run_dir, self.stop = cfg, comps, run_dir, stop
         self.state = LoopState()
         self.started_at = 0  # t_env when this process took over (resume)
+        self.startup_s: float | None = None  # process start -> first env step
 
     # -- phases --------------------------------------------------------------------------------
     def test_phase(self) -> dict[str, float]:
@@ -167,6 +181,7 @@ class Experiment:
     def train(self) -> bool:
         """The train loop. Returns False if stopped by a signal."""
         cfg, s = self.cfg, self.state
+        self.startup_s = process_age()
         with ProgressDisplay(cfg.t_max, s.t_env, cfg.progress) as bar:
             t0 = time.monotonic()
             while s.t_env < cfg.t_max:
@@ -334,7 +349,8 @@ def _train(exp: Experiment) -> RunResult:
         f"{exp.cfg.algo_name} on {exp.cfg.env.name}: finished",
         tables,
         {"t_env": f"{s.t_env:,}", "episodes": f"{s.episode:,}", "train wall time (s)": round(s.wall_time, 1),
-         "env steps / s": round(steps_per_s), "checkpoint": str(ckpt)},
+         "env steps / s": round(steps_per_s), "checkpoint": str(ckpt)}
+        | ({"start-up to first env step (s)": round(exp.startup_s, 2)} if exp.startup_s is not None else {}),
     )
     c.loggers.finish("FINISHED")
     return RunResult("FINISHED", s.t_env, dict(s.latest), ckpt, tables, exp.run_dir)
