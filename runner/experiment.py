@@ -247,7 +247,9 @@ class Experiment:
             console.print(line)
 
 
-def run_info(cfg: DictConfig, run_dir: Path, hydra_dir: Path | None, overrides: list[str], mode: str) -> RunInfo:
+def run_info(
+    cfg: DictConfig, resolved: dict[str, Any], run_dir: Path, hydra_dir: Path | None, overrides: list[str], mode: str
+) -> RunInfo:
     name = cfg.run_name or f"{cfg.algo_name}-{cfg.env.name}-s{cfg.seed}"
     if mode == "evaluate":
         name = f"eval-{name}"
@@ -262,19 +264,19 @@ def run_info(cfg: DictConfig, run_dir: Path, hydra_dir: Path | None, overrides: 
         "hydra_overrides": " ".join(overrides),
         "run_dir": str(run_dir),
     }
-    return RunInfo(OmegaConf.to_container(cfg, resolve=True), tags, name, run_dir, hydra_dir)  # type: ignore[arg-type]
+    return RunInfo(resolved, tags, name, run_dir, hydra_dir)
 
 
 def run(cfg: DictConfig, hydra_dir: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunResult:
     """Train (or evaluate) as configured. Every check that can fail runs before a run is created."""
     validate(cfg)
     device = resolve_device(cfg.device)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     run_dir = Path(hydra_dir) if hydra_dir else Path.cwd() / "outputs" / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
     ckpt_path, ckpt = None, None
     if cfg.resume:
         ckpt_path, ckpt = checkpoint.load(cfg.resume)
-        checkpoint.check_resume_config(ckpt["config"], resolved, ckpt_path)  # type: ignore[arg-type]
+        checkpoint.check_resume_config(ckpt["config"], resolved, ckpt_path)
         run_dir = checkpoint.run_dir_of(ckpt_path)
     elif cfg.checkpoint:
         ckpt_path, ckpt = checkpoint.load(cfg.checkpoint)
@@ -291,7 +293,7 @@ def run(cfg: DictConfig, hydra_dir: Path | None = None, overrides: list[str] | t
 
     stop = StopRequest()
     exp = Experiment(cfg, comps, run_dir, stop)
-    info = run_info(cfg, run_dir, hydra_dir, list(overrides), "evaluate" if cfg.evaluate else "train")
+    info = run_info(cfg, resolved, run_dir, hydra_dir, list(overrides), "evaluate" if cfg.evaluate else "train")
     if cfg.resume:
         exp.restore(ckpt, ckpt_path)  # type: ignore[arg-type]
         info.resume_state = ckpt["loggers"]  # type: ignore[index]

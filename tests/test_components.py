@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
+from envs.base import EnvConfig, EnvSpec, Observation, StepResult, VecEnv
 from modules.agents.grouped import GroupedLinear
 from modules.mixers.qmix import QMixConfig, QMixer
 from modules.mixers.simple import VDNConfig, VDNMixer
@@ -15,6 +17,7 @@ from runner.build import build, seed_everything
 from runner.controllers.schedules import epsilon_at
 from runner.experiment import Experiment, StopRequest
 from runner.learners.q_learner import td_lambda_targets
+from runner.registry import ENVS
 from tests.conftest import compose
 
 
@@ -131,7 +134,8 @@ def test_per_agent_networks_hold_one_parameter_set_per_agent() -> None:
 @pytest.mark.parametrize("agent", ["mlp", "gru"])
 @pytest.mark.parametrize("runner", ["episode", "parallel"])
 def test_one_train_step_for_every_mixer_agent_runner(tmp_path: Path, mixer: str, agent: str, runner: str) -> None:
-    extra = ["controller.obs_last_action=true", "learner.td_lambda=0.6"] if agent == "gru" else []
+    extra = ["controller.obs_last_action=true", "learner.td_lambda=0.6", "learner.optimizer=rmsprop",
+             "controller.share_params=false"] if agent == "gru" else []
     cfg, c = _components(f"mixer={mixer}", f"agent={agent}", f"runner={runner}", "learner.batch_size=4", *extra)
     exp = Experiment(cfg, c, tmp_path, StopRequest())
     before = [p.detach().clone() for p in c.learner.params]
@@ -163,3 +167,54 @@ def test_soft_target_update_moves_by_tau() -> None:
     c.learner.train(c.buffer.sample(2), 0)
     for o, t, p in zip(old, tgt.parameters(), c.learner.controller.agent.parameters()):
         assert torch.allclose(t, 0.5 * o + 0.5 * p)
+
+
+@dataclass
+class _CountConfig(EnvConfig):
+    length: int = 3
+
+
+@ENVS.register("_count_test_env", config=_CountConfig)
+class _CountEnv(VecEnv):
+    """Pays 1 per step and never terminates: every episode is cut by the time limit."""
+
+    def __init__(self, cfg: _CountConfig, n_envs: int, seed: int, device: torch.device) -> None:
+        self.n_envs, self.device = n_envs, torch.device(device)
+        self.spec = EnvSpec(2, 2, 4, 4, cfg.length, ("a", "b"))
+        self.t = torch.zeros(n_envs, dtype=torch.long)
+
+    def _obs(self) -> Observation:
+        s = torch.nn.functional.one_hot(self.t, 4).float()
+        return Observation(s.unsqueeze(1).expand(-1, 2, -1), s, torch.ones(self.n_envs, 2, 2, dtype=torch.bool))
+
+    def reset(self) -> Observation:
+        self.t.zero_()
+        return self._obs()
+
+    def step(self, actions: torch.Tensor) -> StepResult:
+        self.t = (self.t + 1).clamp(max=3)
+        z = torch.zeros(self.n_envs, dtype=torch.bool)
+        return StepResult(self._obs(), torch.ones(self.n_envs), z, z)
+
+
+def test_time_limit_is_a_truncation_and_is_bootstrapped() -> None:
+    cfg = compose("+algo=vdn", "+env=twostep", "logger=[]", "runner=parallel", "runner.n_envs=2", "learner.batch_size=2")
+    cfg.env = {"name": "_count_test_env", "length": 3, "t_max": 100, "test_interval": 50, "log_interval": 50}
+    c = build(cfg, torch.device("cpu"))
+    r = c.runner.run(0)
+    b = r.batch
+    assert (r.lengths == 3).all() and b["filled"][:, :3].all()
+    assert not b["terminated"].any()  # cut by the time limit, not terminated
+    assert (b["state"][:, 3].argmax(-1) == 3).all()  # the state after the last step is stored
+    c.buffer.insert(b)
+    batch, learner = c.buffer.sample(2), c.learner
+    with torch.no_grad():  # V(s_3) as the learner computes it: target net at the online argmax (double Q)
+        best = learner.controller.forward_seq(batch).argmax(-1, keepdim=True)
+        tq = learner.controller.forward_seq(batch, agent=learner.targets["agent"]).gather(-1, best).squeeze(-1)
+        v3 = learner.targets["mixer"](tq, batch["state"])[:, 3, 0]
+    _, stats = learner.loss(batch, 0)
+    targets = td_lambda_targets(batch["reward"][:, :3], torch.zeros(2, 3), torch.ones(2, 3),
+                                learner.targets["mixer"](tq, batch["state"])[:, 1:], cfg.learner.gamma, 0.0)
+    assert torch.allclose(targets[:, 2, 0], 1 + cfg.learner.gamma * v3)  # bootstrapped, not 1 + 0
+    assert v3.abs().min() > 1e-3
+    assert stats["target_mean"].item() == pytest.approx(targets.mean().item(), rel=1e-5)
