@@ -119,24 +119,42 @@ class Experiment:
 
     # -- phases --------------------------------------------------------------------------------
     def test_phase(self) -> dict[str, float]:
+        """Greedy test episodes, logged as test_*. Components may ask for more test phases with
+        ``test_variants() -> [(suffix, n_episodes or None)]`` and ``set_test_variant(suffix)``:
+        their stats are logged as test_*<suffix> (e.g. MAVEN's test_return_mean_z3)."""
         c, s = self.c, self.state
+        hooks = [h for h in c.runner.hooks if hasattr(h, "test_variants")]
+        variants = [("", self.cfg.test_nepisodes)] + [v for h in hooks for v in h.test_variants()]
+        stats: dict[str, float] = {}
+        try:
+            for suffix, n in variants:
+                for h in hooks:
+                    h.set_test_variant(suffix)
+                stats.update(self._test_episodes(suffix, n or self.cfg.test_nepisodes))
+        finally:
+            for h in hooks:
+                h.set_test_variant("")
+        c.loggers.log_stats(stats, s.t_env)
+        s.curves.setdefault("test_return_mean", []).append([s.t_env, stats["test_return_mean"]])
+        s.latest.update(stats)
+        s.last_test_t = s.t_env
+        return stats
+
+    def _test_episodes(self, suffix: str, n: int) -> dict[str, float]:
         returns: list[float] = []
         lengths: list[float] = []
         env_stats: dict[str, list[float]] = {}
-        while len(returns) < self.cfg.test_nepisodes:
-            r = c.runner.run(s.t_env, test_mode=True)
-            take = min(self.cfg.test_nepisodes - len(returns), len(r.returns))
+        while len(returns) < n:
+            r = self.c.runner.run(self.state.t_env, test_mode=True)
+            take = min(n - len(returns), len(r.returns))
             returns += r.returns[:take].tolist()
             lengths += r.lengths[:take].float().tolist()
             for k, v in r.env_stats.items():
                 env_stats.setdefault(k, []).extend(v[:take].float().tolist())
         mean, std = _mean_std(returns)
-        stats = {"test_return_mean": mean, "test_return_std": std, "test_ep_length_mean": _mean_std(lengths)[0]}
-        stats.update({f"test_{k}_mean": _mean_std(v)[0] for k, v in env_stats.items()})
-        c.loggers.log_stats(stats, s.t_env)
-        s.curves.setdefault("test_return_mean", []).append([s.t_env, mean])
-        s.latest.update(stats)
-        s.last_test_t = s.t_env
+        stats = {f"test_return_mean{suffix}": mean, f"test_return_std{suffix}": std,
+                 f"test_ep_length_mean{suffix}": _mean_std(lengths)[0]}
+        stats.update({f"test_{k}_mean{suffix}": _mean_std(v)[0] for k, v in env_stats.items()})
         return stats
 
     def log_train(self) -> None:
@@ -227,7 +245,7 @@ class Experiment:
 
     # -- outputs -------------------------------------------------------------------------------
     def q_tables(self) -> list[dict[str, Any]]:
-        if not hasattr(self.c.learner, "q_table"):
+        if not hasattr(self.c.learner, "q_table") or not self.c.controller.supports_q_tables:
             return []
         return [{"state": p.label, **self.c.learner.q_table(p.obs, p.state, p.avail_actions)} for p in self.c.env.q_points()]
 

@@ -49,11 +49,20 @@ class BasicController(nn.Module):
         self.cfg, self.spec = cfg, spec
         n, a = spec.n_agents, spec.n_actions
         input_dim = spec.obs_dim + (n if cfg.obs_agent_id else 0) + (a if cfg.obs_last_action else 0)
-        self.agent = AGENTS.get(agent_cfg.name)(agent_cfg, input_dim, a, 1 if cfg.share_params else n)
+        self.agent = self.build_agent(agent_cfg, input_dim, a, 1 if cfg.share_params else n)
         self.register_buffer("agent_ids", torch.eye(n), persistent=False)
         self.register_buffer("action_eye", torch.eye(a), persistent=False)
         self.hidden: torch.Tensor | None = None
         self.to(device)
+
+    supports_q_tables = True
+
+    def build_agent(self, agent_cfg: Any, input_dim: int, n_actions: int, n_param_groups: int) -> nn.Module:
+        return AGENTS.get(agent_cfg.name)(agent_cfg, input_dim, n_actions, n_param_groups)
+
+    def call_agent(self, agent: nn.Module, inputs: torch.Tensor, hidden: Any, batch: EpisodeBatch | None, t: int | None):
+        """Every agent forward goes through here (step t, or all steps when t is None)."""
+        return agent(inputs, hidden)
 
     @staticmethod
     def check_config(cfg: Any) -> list[str]:
@@ -98,7 +107,7 @@ class BasicController(nn.Module):
         last = batch["actions"][:, t - 1].long() if t > 0 else None
         if last is None and self.cfg.obs_last_action:
             last = torch.full(batch["actions"].shape[:1] + batch["actions"].shape[2:], -1, device=batch.device, dtype=torch.long)
-        q, self.hidden = self.agent(self._inputs(batch["obs"][:, t], last), self.hidden)
+        q, self.hidden = self.call_agent(self.agent, self._inputs(batch["obs"][:, t], last), self.hidden, batch, t)
         avail = batch["avail_actions"][:, t]
         greedy = q.masked_fill(~avail, NEG).argmax(-1)
         if test_mode:
@@ -117,11 +126,11 @@ class BasicController(nn.Module):
         last = self._last_actions_seq(batch) if self.cfg.obs_last_action else None
         inputs = self._inputs(batch["obs"], last)
         if not agent.recurrent:
-            return agent(inputs)[0]
+            return self.call_agent(agent, inputs, None, batch, None)[0]
         hidden = agent.init_hidden((batch.batch_size, self.spec.n_agents))
         qs = []
         for t in range(inputs.shape[1]):
-            q, hidden = agent(inputs[:, t], hidden)
+            q, hidden = self.call_agent(agent, inputs[:, t], hidden, batch, t)
             qs.append(q)
         return torch.stack(qs, 1)
 

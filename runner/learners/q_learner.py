@@ -47,9 +47,22 @@ def td_lambda_targets(
 @LEARNERS.register("q_learner", config=QLearnerConfig)
 class QLearner(BaseLearner):
     def __init__(self, cfg: QLearnerConfig, controller: Any, mixer_cfg: Any, spec: Any, device: torch.device) -> None:
-        self.controller = controller
-        self.mixer = MIXERS.get(mixer_cfg.name)(mixer_cfg, spec.n_agents, spec.state_dim).to(device)
-        super().__init__(cfg, {"agent": controller.agent, "mixer": self.mixer}, device)
+        self.cfg, self.controller, self.spec = cfg, controller, spec
+        self.mixer = MIXERS.get(mixer_cfg.name)(mixer_cfg, spec.n_agents, self.mixer_state_dim()).to(device)
+        modules = {"agent": controller.agent, "mixer": self.mixer, **self.extra_modules(device)}
+        super().__init__(cfg, modules, device, target_keys=("agent", "mixer"))
+
+    def mixer_state_dim(self) -> int:
+        """Size of what the mixer is conditioned on (the env state; subclasses may add to it)."""
+        return self.spec.state_dim
+
+    def mixer_states(self, batch: EpisodeBatch) -> torch.Tensor:
+        """What the mixer is conditioned on at every step: [B, T+1, mixer_state_dim]."""
+        return batch["state"]
+
+    def extra_modules(self, device: torch.device) -> dict[str, torch.nn.Module]:
+        """More trainable modules (no target copies), e.g. a discriminator."""
+        return {}
 
     @staticmethod
     def check_config(cfg: Any) -> list[str]:
@@ -60,13 +73,18 @@ class QLearner(BaseLearner):
         return errs
 
     def loss(self, batch: EpisodeBatch, t_env: int):
+        loss, stats, _ = self.td_loss(batch)
+        return loss, stats
+
+    def td_loss(self, batch: EpisodeBatch):
+        """Masked TD loss, its stats, and the online Q-values [B, T+1, N, A] (for extra losses)."""
         cfg = self.cfg
         rewards = batch["reward"][:, :-1]
         actions = batch["actions"][:, :-1].long()
         terminated = batch["terminated"][:, :-1].float()
         mask = batch["filled"][:, :-1].float()
         avail = batch["avail_actions"]
-        states = batch["state"]
+        states = self.mixer_states(batch)
 
         q = self.controller.forward_seq(batch)  # [B, T+1, N, A]
         chosen = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [B, T, N]
@@ -89,7 +107,7 @@ class QLearner(BaseLearner):
             "q_taken_mean": (chosen_tot.detach() * m).sum() / n_valid,
             "target_mean": (targets * m).sum() / n_valid,
         }
-        return loss, stats
+        return loss, stats, q
 
     @torch.no_grad()
     def q_table(self, obs: torch.Tensor, state: torch.Tensor, avail: torch.Tensor) -> dict[str, Any]:

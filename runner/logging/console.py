@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import MISSING
@@ -24,6 +25,8 @@ class ConsoleLoggerConfig:
     name: str = MISSING
     print_stats: bool = True
     """Print recent stats at every log interval."""
+    hide: list[str] = field(default_factory=lambda: [r"_std(_|$)", r"_z\d+$", r"^test_ep_length_mean_"])
+    """Regexes of stat keys not to print (they still go to the other loggers)."""
 
 
 class ProgressDisplay:
@@ -69,6 +72,7 @@ class ConsoleLogger(Logger):
 
     def __init__(self, cfg: ConsoleLoggerConfig) -> None:
         self.cfg = cfg
+        self._hide = [re.compile(p) for p in cfg.hide]
         self.latest: dict[str, tuple[int, float]] = {}
         self._since_print: dict[str, list[float]] = defaultdict(list)
         self._last_print_t = -1
@@ -84,7 +88,7 @@ class ConsoleLogger(Logger):
 
     def _print(self, t_env: int) -> None:
         self._last_print_t = t_env
-        keys = sorted(k for k in self._since_print if k != "episode")
+        keys = sorted(k for k in self._since_print if k != "episode" and not any(p.search(k) for p in self._hide))
         if not keys:
             return
         cells = [f"{k}: {self._since_print[k][-1]:.4g}" for k in keys]

@@ -3,7 +3,8 @@
 ``parallel`` steps ``n_envs`` copies in lock-step; ``episode`` is the same loop with one copy
 (handy for debugging). Natively batched envs (matrix games) step all copies as tensor ops.
 Components that need per-episode work (e.g. sampling a latent) register hooks instead of
-editing this loop: ``on_episode_start(batch, test_mode)`` is called after reset.
+editing this loop: ``on_episode_start(batch, observation, test_mode)`` is called after reset,
+with the first observation of every copy.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class ParallelRunner:
         ob = env.reset()
         self.controller.init_hidden(B)
         for hook in self.hooks:
-            hook.on_episode_start(batch, test_mode)
+            hook.on_episode_start(batch, ob, test_mode)
         active = torch.ones(B, dtype=torch.bool, device=self.device)
         returns = torch.zeros(B, device=self.device)
         lengths = torch.zeros(B, dtype=torch.long, device=self.device)
