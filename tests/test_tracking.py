@@ -101,3 +101,21 @@ def test_logger_list_without_mlflow_creates_no_run(tmp_path: Path, store: Mlflow
     result = train(tmp_path, *SHORT, "logger=[console]")
     assert result.status == "FINISHED" and result.checkpoint.exists()
     assert len(runs_of(store, "hymarl")) == before
+
+
+def test_stats_table_aggregates_runs_by_tag(tmp_path: Path, store: MlflowClient, exp_name: str) -> None:
+    from runner.stats import quartiles, table
+
+    for algo in ("qmix", "vdn"):
+        for seed in (0, 1, 2):
+            train(tmp_path / f"{algo}{seed}", f"+algo={algo}", "+env=twostep", "t_max=200", "test_interval=100",
+                  "test_nepisodes=2", f"seed={seed}", f"logger.mlflow.experiment_name={exp_name}")
+    out = table(store, exp_name, "test_return_mean", [100, 200], "algo", "FINISHED").splitlines()
+    assert out[0].startswith("| algo | seeds | test_return_mean at 100: median [IQR] (mean)")
+    rows = {line.split(" | ")[0].strip("| "): line for line in out[2:]}
+    assert set(rows) == {"qmix", "vdn"} and all(" | 3 | " in r for r in rows.values())
+    runs = [r for r in runs_of(store, exp_name) if r.data.tags["algo"] == "vdn"]
+    finals = sorted(store.get_metric_history(r.info.run_id, "test_return_mean")[-1].value for r in runs)
+    q1, med, q3 = quartiles(finals)
+    assert f"{med:.2f} [{q1:.2f}, {q3:.2f}]" in rows["vdn"].split(" | ")[3]
+    assert quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 3.0, 4.0)
