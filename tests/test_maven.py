@@ -164,3 +164,34 @@ def test_maven_solves_a_short_mstep_game(tmp_path: Path, seed: int) -> None:
     result = train(tmp_path, "+experiment=maven_mstep", "env.m=4", "t_max=15000", "test_nepisodes=8",
                    "controller.test_each_z=0", f"seed={seed}", "logger=[]")
     assert result.stats["test_return_mean"] == 7.0  # m + 3
+
+
+@pytest.mark.parametrize("eps", [0.0, 1.0])
+def test_latent_sampling_modes(eps: float) -> None:
+    cfg, c = _maven("runner=parallel", "runner.n_envs=512", f"controller.latent_epsilon={eps}")
+    ctrl = c.controller
+    with torch.no_grad():  # a latent policy that strongly prefers z = 3
+        last = ctrl.latent_policy.net[-1]
+        last.weight.zero_()
+        last.bias.fill_(-10.0)
+        last.bias[3] = 10.0
+    from runner.buffers.episode import EpisodeBatch
+
+    batch = EpisodeBatch.empty(c.runner.scheme, 512, c.spec.episode_limit, torch.device("cpu"))
+    ob = c.env.reset()
+
+    def zs(test_mode: bool) -> torch.Tensor:
+        ctrl.on_episode_start(batch, ob, test_mode)
+        return batch["noise"].argmax(-1)
+
+    assert (zs(test_mode=True) == 3).all()  # argmax of the policy in test mode, whatever eps is
+    train_z = zs(test_mode=False)
+    if eps == 0.0:
+        assert (train_z == 3).all()
+    else:  # uniform: every value of z appears
+        assert set(train_z.tolist()) == set(range(16))
+    ctrl.set_test_variant("_z5")
+    assert (zs(test_mode=True) == 5).all()
+    ctrl.set_test_variant("_zuniform")
+    assert len(set(zs(test_mode=True).tolist())) > 8
+    ctrl.set_test_variant("")

@@ -32,6 +32,9 @@ class MavenControllerConfig(BasicControllerConfig):
     """learned: softmax policy pi(z | s_0) trained by REINFORCE; uniform: z ~ U{0..noise_dim-1}."""
     latent_policy_hidden: int = 64
     """Hidden units of the learned latent policy."""
+    latent_epsilon: float = 0.0
+    """Share of training episodes whose z is drawn uniformly instead of from the learned policy
+    (keeps every z explored while the policy learns which z pays; test episodes use its argmax)."""
     test_each_z: int = 1
     """Test episodes per latent value (test_return_mean_z<k>); 0 = no per-z tests."""
 
@@ -64,6 +67,9 @@ class MavenController(BasicController):
             )
         if not getattr(AGENTS.get(cfg.agent.name), "conditioned", False):
             errs.append(f"controller=maven needs a latent-conditioned agent: agent=noise_gru (got agent={cfg.agent.name!r})")
+        from runner.config import check_range
+
+        check_range(errs, "controller.latent_epsilon", c.latent_epsilon, 0.0, 1.0)
         if c.test_each_z < 0:
             errs.append(f"controller.test_each_z={c.test_each_z} is invalid: must be >= 0")
         return errs
@@ -82,7 +88,13 @@ class MavenController(BasicController):
         else:
             with torch.no_grad():
                 logits = self.latent_policy(observation.state.to(device))
-            z = logits.argmax(-1) if test_mode else torch.multinomial(logits.softmax(-1), 1).squeeze(-1)
+            if test_mode:
+                z = logits.argmax(-1)
+            else:
+                z = torch.multinomial(logits.softmax(-1), 1).squeeze(-1)
+                if self.cfg.latent_epsilon > 0:
+                    uniform = torch.rand(b, device=device) < self.cfg.latent_epsilon
+                    z = torch.where(uniform, torch.randint(self.noise_dim, (b,), device=device), z)
         batch.data["noise"][:] = F.one_hot(z, self.noise_dim).float()
 
     def test_variants(self) -> list[tuple[str, int | None]]:
