@@ -218,3 +218,18 @@ def test_time_limit_is_a_truncation_and_is_bootstrapped() -> None:
     assert torch.allclose(targets[:, 2, 0], 1 + cfg.learner.gamma * v3)  # bootstrapped, not 1 + 0
     assert v3.abs().min() > 1e-3
     assert stats["target_mean"].item() == pytest.approx(targets.mean().item(), rel=1e-5)
+
+
+def test_grouped_gru_cell_matches_torch_gru_cell() -> None:
+    from modules.agents.grouped import GroupedGRUCell
+
+    torch.manual_seed(0)
+    cell = GroupedGRUCell(1, 4, 5)
+    ref = torch.nn.GRUCell(4, 5)
+    with torch.no_grad():
+        ref.weight_ih.copy_(cell.w_ih.weight[0])
+        ref.bias_ih.copy_(cell.w_ih.bias[0])
+        ref.weight_hh.copy_(cell.w_hh.weight[0])
+        ref.bias_hh.copy_(cell.w_hh.bias[0])
+    x, h = torch.randn(6, 4), torch.randn(6, 5)
+    assert torch.allclose(cell(x, h), ref(x, h), atol=1e-6)

@@ -32,3 +32,18 @@ class GroupedLinear(nn.Module):
             return F.linear(x, self.weight[0], self.bias[0])
         # x: [..., G, in] -> [..., G, 1, in] @ [G, in, out] -> [..., G, out]
         return (x.unsqueeze(-2) @ self.weight.transpose(1, 2)).squeeze(-2) + self.bias
+
+
+class GroupedGRUCell(nn.Module):
+    """A GRU cell over the agent dim with shared (G == 1) or per-agent (G == N) weights."""
+
+    def __init__(self, n_groups: int, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.w_ih = GroupedLinear(n_groups, input_size, 3 * hidden_size)
+        self.w_hh = GroupedLinear(n_groups, hidden_size, 3 * hidden_size)
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        i_r, i_z, i_n = self.w_ih(x).chunk(3, -1)
+        h_r, h_z, h_n = self.w_hh(hidden).chunk(3, -1)
+        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        return (1 - z) * torch.tanh(i_n + r * h_n) + z * hidden

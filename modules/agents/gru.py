@@ -8,7 +8,7 @@ import torch
 from omegaconf import MISSING
 from torch import nn
 
-from modules.agents.grouped import GroupedLinear
+from modules.agents.grouped import GroupedGRUCell, GroupedLinear
 from runner.registry import AGENTS
 
 
@@ -28,8 +28,7 @@ class GRUAgent(nn.Module):
         h = cfg.hidden_dim
         self.hidden_dim = h
         self.fc1 = GroupedLinear(n_param_groups, input_dim, h)
-        self.w_ih = GroupedLinear(n_param_groups, h, 3 * h)
-        self.w_hh = GroupedLinear(n_param_groups, h, 3 * h)
+        self.cell = GroupedGRUCell(n_param_groups, h, h)
         self.fc2 = GroupedLinear(n_param_groups, h, n_actions)
 
     @staticmethod
@@ -45,11 +44,5 @@ class GRUAgent(nn.Module):
         x = torch.relu(self.fc1(inputs))
         if hidden is None:
             hidden = x.new_zeros(*x.shape[:-1], self.hidden_dim)
-        gi, gh = self.w_ih(x), self.w_hh(hidden)
-        i_r, i_z, i_n = gi.chunk(3, -1)
-        h_r, h_z, h_n = gh.chunk(3, -1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        h = (1 - z) * n + z * hidden
+        h = self.cell(x, hidden)
         return self.fc2(h), h

@@ -13,7 +13,7 @@ import torch
 from omegaconf import MISSING
 from torch import nn
 
-from modules.agents.grouped import GroupedLinear
+from modules.agents.grouped import GroupedGRUCell, GroupedLinear
 from runner.registry import AGENTS
 
 
@@ -40,8 +40,7 @@ class NoiseGRUAgent(nn.Module):
         h, self.n_actions = cfg.hidden_dim, n_actions
         self.hidden_dim = h
         self.fc1 = GroupedLinear(n_param_groups, input_dim, h)
-        self.w_ih = GroupedLinear(n_param_groups, h, 3 * h)
-        self.w_hh = GroupedLinear(n_param_groups, h, 3 * h)
+        self.cell = GroupedGRUCell(n_param_groups, h, h)
         self.hyper = nn.Sequential(
             nn.Linear(cond_dim, cfg.hyper_hidden_dim), nn.ReLU(), nn.Linear(cfg.hyper_hidden_dim, (h + 1) * n_actions)
         )
@@ -63,11 +62,7 @@ class NoiseGRUAgent(nn.Module):
         x = torch.relu(self.fc1(inputs))
         if hidden is None:
             hidden = x.new_zeros(*x.shape[:-1], self.hidden_dim)
-        gi, gh = self.w_ih(x), self.w_hh(hidden)
-        i_r, i_z, i_n = gi.chunk(3, -1)
-        h_r, h_z, h_n = gh.chunk(3, -1)
-        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
-        h = (1 - z) * torch.tanh(i_n + r * h_n) + z * hidden
+        h = self.cell(x, hidden)
         wb = self.hyper(cond).view(*cond.shape[:-1], self.hidden_dim + 1, self.n_actions)
         q = (h.unsqueeze(-2) @ wb[..., :-1, :]).squeeze(-2) + wb[..., -1, :]
         return q, h
