@@ -65,6 +65,14 @@ def build(cfg: DictConfig, device: torch.device) -> Components:
     runner_cfg = typed(cfg.runner, registry.RUNNERS)
     runner_cls = registry.RUNNERS.get(runner_cfg.name)
     env = runner_cls.make_env(runner_cfg, lambda n: env_cls(env_cfg, n_envs=n, seed=cfg.seed, device=device))
+    try:
+        return _build_on(cfg, env, runner_cls, device)
+    except BaseException:
+        env.close()  # env copies may be processes: never leave them behind a refused config
+        raise
+
+
+def _build_on(cfg: DictConfig, env: VecEnv, runner_cls: Any, device: torch.device) -> Components:
     spec = env.spec
 
     controller = registry.CONTROLLERS.get(cfg.controller.name)(

@@ -307,6 +307,7 @@ def run(cfg: DictConfig, hydra_dir: Path | None = None, overrides: list[str] | t
         try:
             comps.learner.load_state_dict(ckpt["learner"], weights_only=not cfg.resume)
         except (RuntimeError, KeyError, ValueError) as exc:
+            comps.runner.close()
             raise checkpoint.CheckpointError(f"checkpoint {ckpt_path} does not fit this config: {exc}") from None
 
     stop = StopRequest()

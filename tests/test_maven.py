@@ -145,14 +145,21 @@ class _NoStateEnv(VecEnv):
         z = torch.ones(self.n_envs, dtype=torch.bool)
         return StepResult(self.reset(), torch.zeros(self.n_envs), z, ~z)
 
+    closed = 0
+
+    def close(self) -> None:
+        type(self).closed += 1
+
 
 def test_maven_needs_an_env_with_a_state(tmp_path: Path, store, exp_name: str) -> None:
     cfg = compose(*[o for o in MAVEN if o != "logger=[]"], f"logger.mlflow.experiment_name={exp_name}")
     cfg.env = {"name": "_stateless_test_env", "t_max": 10, "test_interval": 5, "log_interval": 5}
     from runner.experiment import run
 
+    _NoStateEnv.closed = 0
     with pytest.raises(ConfigError, match="learner=maven_learner needs an env with a global state"):
         run(cfg, hydra_dir=tmp_path)
+    assert _NoStateEnv.closed == 1  # the env copies built before the refusal are closed
     from tests.conftest import runs_of
 
     assert runs_of(store, exp_name) == []

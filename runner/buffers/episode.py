@@ -86,6 +86,3 @@ class EpisodeBatch:
 
     def to(self, device: torch.device) -> EpisodeBatch:
         return EpisodeBatch(self.scheme, {k: v.to(device, non_blocking=True) for k, v in self.data.items()})
-
-    def max_t_filled(self) -> int:
-        return int(self.data["filled"].any(0).sum().item())

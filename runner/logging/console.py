@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,6 @@ class ProgressDisplay:
 
     def __init__(self, total: int, start: int, enabled: bool) -> None:
         self.enabled = enabled and console.is_terminal
-        self.t0 = time.monotonic()
         self.progress = Progress(
             TextColumn("[bold blue]train"),
             BarColumn(),
