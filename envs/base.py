@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import torch
 from omegaconf import MISSING
+
+if TYPE_CHECKING:  # torch stays out of env worker processes, which import this module
+    import torch
 
 
 @dataclass
@@ -21,7 +23,9 @@ class EnvConfig:
     """Fields every env config has. Subclass it for an env's own options."""
 
     name: str = MISSING
-    """Registry key of the env (== the yaml file name)."""
+    """Registry key of the env (== the yaml file name for the built-in envs)."""
+    label: str = "${.name}"
+    """The env's name in run names, tags and plots (presets of one adapter set their own)."""
     t_max: int = 50_000
     """Recommended training budget in env steps (the default of the top-level t_max)."""
     test_interval: int = 2_000

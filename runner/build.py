@@ -64,7 +64,7 @@ def build(cfg: DictConfig, device: torch.device) -> Components:
     env_cls = registry.ENVS.get(env_cfg.name)
     runner_cfg = typed(cfg.runner, registry.RUNNERS)
     runner_cls = registry.RUNNERS.get(runner_cfg.name)
-    env = runner_cls.make_env(runner_cfg, lambda n: env_cls(env_cfg, n_envs=n, seed=cfg.seed, device=device))
+    env = runner_cls.make_env(runner_cfg, env_cls, env_cfg, cfg.seed, device)
     try:
         return _build_on(cfg, env, runner_cls, device)
     except BaseException:

@@ -149,6 +149,8 @@ def validate(cfg: DictConfig) -> None:
             errors.append(f"logger '{lname}' is not registered: {', '.join(registry.LOGGERS.names())}")
         else:
             errors.extend(_unknown_keys(f"logger.{lname}", cfg.logger[lname], registry.LOGGERS.config_class(lname), f"logger '{lname}'"))
+    for key in sorted(OmegaConf.missing_keys(cfg)):
+        errors.append(f"{key} is required: set {key}=<value> (the chosen options leave it unset)")
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 

@@ -268,13 +268,13 @@ class Experiment:
 def run_info(
     cfg: DictConfig, resolved: dict[str, Any], run_dir: Path, hydra_dir: Path | None, overrides: list[str], mode: str
 ) -> RunInfo:
-    name = cfg.run_name or f"{cfg.algo_name}-{cfg.env.name}-s{cfg.seed}"
+    name = cfg.run_name or f"{cfg.algo_name}-{cfg.env.label}-s{cfg.seed}"
     if mode == "evaluate":
         name = f"eval-{name}"
     commit = git_commit()
     tags = {
         "algo": str(cfg.algo_name),
-        "env": str(cfg.env.name),
+        "env": str(cfg.env.label),
         "seed": str(cfg.seed),
         "mode": mode,
         "git_commit": commit,
@@ -359,7 +359,7 @@ def _train(exp: Experiment) -> RunResult:
     from runner.plots import learning_curve
 
     c.loggers.log_artifact(
-        learning_curve(s.curves, f"{exp.cfg.algo_name} on {exp.cfg.env.name} (seed {exp.cfg.seed})", artifacts / "learning_curve.png")
+        learning_curve(s.curves, f"{exp.cfg.algo_name} on {exp.cfg.env.label} (seed {exp.cfg.seed})", artifacts / "learning_curve.png")
     )
     if tables:
         (artifacts / "q_tables.json").write_text(json.dumps(tables, indent=1))
@@ -367,7 +367,7 @@ def _train(exp: Experiment) -> RunResult:
     c.loggers.log_artifact(ckpt, "checkpoints")
     steps_per_s = s.t_env / s.wall_time if s.wall_time > 0 else math.nan
     exp.print_summary(
-        f"{exp.cfg.algo_name} on {exp.cfg.env.name}: finished",
+        f"{exp.cfg.algo_name} on {exp.cfg.env.label}: finished",
         tables,
         {"t_env": f"{s.t_env:,}", "episodes": f"{s.episode:,}", "train wall time (s)": round(s.wall_time, 1),
          "env steps / s": round(steps_per_s), "checkpoint": str(ckpt)}

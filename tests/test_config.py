@@ -21,15 +21,39 @@ BASE = ["+algo=qmix", "+env=twostep"]
 @pytest.mark.parametrize("kind", sorted(registry.ALL))
 def test_yaml_file_names_equal_registry_keys(kind: str) -> None:
     files = {p.stem for p in (CONF / kind).glob("*.yaml")}
+    keys = {n for n in registry.ALL[kind].names() if not n.startswith("_")}
+    presets = set()
+    if kind == "env":  # env presets: one adapter (pettingzoo, gymnasium, smacv2), many envs
+        for name in files - keys:
+            node = yaml.safe_load((CONF / kind / f"{name}.yaml").read_text())
+            assert node["name"] in keys, f"conf/env/{name}.yaml: name {node['name']} is not a registered env"
+            assert node.get("label") == name, f"conf/env/{name}.yaml is a preset: it must set label: {name}"
+            presets.add(name)
     # names starting with "_" are private registrations (the tests' own fakes), not config options
-    assert files == {n for n in registry.ALL[kind].names() if not n.startswith("_")}
-    for name in files:
+    assert files - presets == keys
+    for name in files - presets:
         text = (CONF / kind / f"{name}.yaml").read_text()
         assert yaml.safe_load(text)["name"] == name, f"conf/{kind}/{name}.yaml must set name: {name}"
         assert f"/schema/{kind}@_here_: {name}" in text, f"conf/{kind}/{name}.yaml must start from its schema"
 
 
+@pytest.mark.parametrize(("option", "key"), [("gymnasium", "env.key"), ("pettingzoo", "env.factory")])
+def test_generic_adapter_without_its_env_is_refused(option: str, key: str) -> None:
+    from runner.config import validate
+
+    with pytest.raises(ConfigError) as err:
+        validate(compose("+algo=qmix", f"+env={option}"))
+    assert str(err.value) == (
+        f"invalid config:\n  {key} is required: set {key}=<value> (the chosen options leave it unset)"
+    )
+
+
 NEEDS_MAVEN = {("agent", "noise_gru"), ("controller", "maven"), ("learner", "maven_learner")}
+# generic adapter options leave the env to the user
+NEEDS_VALUE = {
+    ("env", "gymnasium"): ["env.key=lbforaging:Foraging-8x8-2p-3f-v3"],
+    ("env", "pettingzoo"): ["env.factory={_target_: mpe2.simple_spread_v3.parallel_env, continuous_actions: false}"],
+}
 
 
 def _options() -> list[tuple[str, str]]:
@@ -53,13 +77,13 @@ def test_every_option_of_every_group_composes(group: str, option: str) -> None:
         overrides = ["+algo=maven", "+env=mstep", f"{group}={option}"]
     else:
         overrides = [*BASE, f"{group}={option}"]
-    cfg = compose(*overrides)
+    cfg = compose(*overrides, *NEEDS_VALUE.get((group, option), []))
     from omegaconf import OmegaConf
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["t_max"] > 0
     if group in registry.ALL and group != "logger":
-        assert cfg[group].name == option
+        assert cfg[group].name == option or (group == "env" and cfg.env.label == option)
     from runner.config import validate
 
     validate(cfg)
@@ -132,7 +156,7 @@ def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
     ("override", "message"),
     [
         ("+learner.lrr=1e-3", "unknown key 'learner.lrr' for learner 'q_learner'. Valid keys: batch_size, double_q,"),
-        ("+env.payof=1", "unknown key 'env.payof' for env 'twostep'. Valid keys: log_interval, name, payoff_2a,"),
+        ("+env.payof=1", "unknown key 'env.payof' for env 'twostep'. Valid keys: label, log_interval, name, payoff_2a,"),
         ("+logger.mlflow.uri=x", "unknown key 'logger.mlflow.uri' for logger 'mlflow'. Valid keys: experiment_name,"),
     ],
 )

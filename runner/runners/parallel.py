@@ -1,7 +1,10 @@
 """Episode rollouts in B env copies with one batched action selection per step.
 
 ``parallel`` steps ``n_envs`` copies in lock-step; ``episode`` is the same loop with one copy
-(handy for debugging). Natively batched envs (matrix games) step all copies as tensor ops.
+(handy for debugging). Natively batched envs (matrix games) step all copies as tensor ops; Python
+envs (PettingZoo, Gymnasium, SMACv2 adapters) step their copies in worker processes that share
+memory with this one (``runner.n_workers``), or in this process (``n_workers=0``, and always in
+the episode runner).
 Components that need per-episode work (e.g. sampling a latent) register hooks instead of
 editing this loop: ``on_episode_start(batch, observation, test_mode)`` is called after reset,
 with the first observation of every copy.
@@ -9,14 +12,18 @@ with the first observation of every copy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import multiprocessing as mp
+import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from omegaconf import MISSING
 
+from envs.adapter import make_copy
 from envs.base import VecEnv
+from envs.vector import SubprocVecEnv, SyncVecEnv
 from runner.buffers.episode import EpisodeBatch, FieldSpec
 from runner.registry import RUNNERS
 
@@ -34,6 +41,11 @@ class ParallelRunnerConfig:
     name: str = MISSING
     n_envs: int = 8
     """Env copies stepped together (one batched forward per step)."""
+    n_workers: int | None = None
+    """Worker processes for Python envs (copies are split over them). None: min(n_envs, CPUs);
+    0: step the copies in this process. Natively batched envs ignore it."""
+    start_method: str = "forkserver"
+    """How worker processes start: forkserver (safe with threads, fast), spawn, or fork."""
 
 
 @dataclass
@@ -60,13 +72,24 @@ class ParallelRunner:
         self.hooks = list(hooks)
 
     @classmethod
-    def make_env(cls, cfg: Any, env_factory: Callable[[int], VecEnv]) -> VecEnv:
-        """The env copies this runner steps."""
-        return env_factory(cls.copies(cfg))
+    def make_env(cls, cfg: Any, env_cls: Any, env_cfg: Any, seed: int, device: torch.device) -> VecEnv:
+        """The env copies this runner steps: copy i is seeded with seed + i."""
+        n = cls.copies(cfg)
+        if not hasattr(env_cls, "make_single"):  # natively batched
+            return env_cls(env_cfg, n_envs=n, seed=seed, device=device)
+        factory = functools.partial(make_copy, env_cls, env_cfg, seed)
+        workers = cls.workers(cfg, n)
+        if workers == 0:
+            return SyncVecEnv(factory, n, device)
+        return SubprocVecEnv(factory, n, device, workers, cfg.start_method, preload=(env_cls.__module__,))
 
     @staticmethod
     def copies(cfg: Any) -> int:
         return cfg.n_envs
+
+    @staticmethod
+    def workers(cfg: Any, n: int) -> int:
+        return min(n, os.cpu_count() or 1) if cfg.n_workers is None else min(cfg.n_workers, n)
 
     @staticmethod
     def check_config(cfg: Any) -> list[str]:
@@ -76,6 +99,12 @@ class ParallelRunner:
             errs.append(f"runner.n_envs={n} is invalid: must be >= 1")
         elif n > cfg.buffer.buffer_size:
             errs.append(f"runner.n_envs={n} is invalid: larger than buffer.buffer_size={cfg.buffer.buffer_size}")
+        workers = cfg.runner.get("n_workers")
+        if workers is not None and workers < 0:
+            errs.append(f"runner.n_workers={workers} is invalid: must be >= 0 (0 = in this process)")
+        method = cfg.runner.get("start_method")
+        if method is not None and method not in mp.get_all_start_methods():
+            errs.append(f"runner.start_method={method} is invalid: must be one of {', '.join(mp.get_all_start_methods())}")
         return errs
 
     @torch.no_grad()
@@ -118,3 +147,7 @@ class EpisodeRunner(ParallelRunner):
     @staticmethod
     def copies(cfg: Any) -> int:
         return 1
+
+    @staticmethod
+    def workers(cfg: Any, n: int) -> int:
+        return 0

@@ -1,0 +1,350 @@
+"""The adapter contract, handled once for every Python multi-agent env.
+
+Any env that speaks PettingZoo's ParallelEnv API (PettingZoo envs themselves, and hymarl's shims
+for Gymnasium multi-agent envs and SMACv2) is wrapped in a :class:`StandardEnv`, one env copy with
+fixed-shape numpy arrays, which the vector envs of :mod:`envs.vector` step in this process or in
+worker processes. What it takes care of:
+
+- **Agents that die or leave** (absent from ``env.agents`` or from the observation dict): zero
+  observation, and only ``dead_action`` available, so the learner sees fixed shapes and masks.
+- **Action masks**: a dict observation ``{"observation": ..., "action_mask": ...}`` or
+  ``infos[agent]["action_mask"]``; otherwise every action of the agent's space is available.
+- **Global state**: ``env.state()`` when the env has one (``state=auto`` or ``env``), else the
+  agents' flattened observations concatenated (``state=concat``).
+- **Heterogeneous agents**: observations are flattened and zero-padded to the largest size, plus a
+  one-hot of the agent's observation kind when the sizes differ (``obs_kind_flag``); action
+  spaces are padded to the largest, with the extra actions masked out.
+- **Termination vs truncation**: an episode ends when every agent is done; it is truncated
+  (bootstrapped) when the env says so. An episode that reaches ``episode_limit`` is cut there and
+  counts as ``time_limit`` says (LBF and RWARE report their time limit as *done*: hymarl treats
+  it as truncated by default).
+- **Rewards**: per-agent rewards are aggregated into the team reward (``reward=sum`` or ``mean``).
+- **Infos**: the ``info_keys`` of the last step's infos become per-episode stats, logged as
+  ``<key>_mean`` (``test_<key>_mean`` in test phases), e.g. SMAC's ``battle_won_mean``.
+- **Seeding**: copy i is reset with ``seed + i`` once, then keeps its own RNG stream; the RNG
+  state of envs with a numpy ``np_random`` is saved in checkpoints.
+
+This module imports neither torch nor any env package: it runs inside env worker processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from envs.base import EnvConfig, EnvSpec
+from runner.config import ConfigError, check_range
+
+
+@dataclass
+class AdapterConfig(EnvConfig):
+    """Options every adapted (non-native) env has."""
+
+    episode_limit: Any = None
+    """Max steps per episode (the buffer's time dimension). None: the limit the env declares
+    (PettingZoo ``max_cycles``, Gymnasium ``max_episode_steps``, SMAC's ``episode_limit``)."""
+    state: str = "auto"
+    """Global state for the mixer: auto (env.state() if the env has one, else concat), env, concat."""
+    reward: str = "sum"
+    """How per-agent rewards become the team reward: sum or mean."""
+    time_limit: str = "truncated"
+    """How an episode that reaches episode_limit counts: truncated (bootstrap) or terminated."""
+    obs_kind_flag: bool = True
+    """Agents with different observation sizes: append a one-hot of the agent's observation kind."""
+    dead_action: int = 0
+    """The one action available to an agent that is dead or has left (its action is not sent)."""
+    info_keys: list[str] = field(default_factory=list)
+    """Keys of the last step's infos logged per episode as <key>_mean (e.g. battle_won)."""
+    t_max: int = 200_000
+    test_interval: int = 10_000
+    log_interval: int = 10_000
+
+
+STATE_MODES = ("auto", "env", "concat")
+REWARD_MODES = ("sum", "mean")
+TIME_LIMIT_MODES = ("truncated", "terminated")
+
+
+def check_adapter_config(cfg: Any) -> list[str]:
+    """Checks shared by every adapted env (keys are under ``env.``)."""
+    env, errs = cfg.env, []
+    for key, allowed in (("state", STATE_MODES), ("reward", REWARD_MODES), ("time_limit", TIME_LIMIT_MODES)):
+        if env[key] not in allowed:
+            errs.append(f"env.{key}={env[key]} is invalid: must be one of {', '.join(allowed)}")
+    if env.episode_limit is not None:
+        check_range(errs, "env.episode_limit", env.episode_limit, 1, float("inf"))
+    if env.dead_action < 0:
+        errs.append(f"env.dead_action={env.dead_action} is invalid: must be >= 0")
+    return errs
+
+
+class AdapterEnv:
+    """Base of the registered adapted envs. They are not batched natively: a runner builds copies
+    with :meth:`make_single` and steps them in a vector env (:mod:`envs.vector`)."""
+
+    @classmethod
+    def make_parallel(cls, cfg: Any) -> Any:
+        """A fresh env speaking PettingZoo's ParallelEnv API."""
+        raise NotImplementedError
+
+    @classmethod
+    def make_single(cls, cfg: Any, seed: int) -> StandardEnv:
+        return StandardEnv(cls.make_parallel(cfg), cfg, seed, label=cls.label(cfg))
+
+    @classmethod
+    def label(cls, cfg: Any) -> str:
+        return f"env '{cfg.name}'"
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> list[str]:
+        return check_adapter_config(cfg)
+
+
+def make_copy(env_cls: Any, cfg: Any, seed: int, index: int) -> StandardEnv:
+    """Env copy ``index`` (seeded with seed + index); picklable as a partial for worker processes."""
+    return env_cls.make_single(cfg, seed + index)
+
+
+class Arrays(NamedTuple):
+    """One copy's observation, as fixed-shape arrays."""
+
+    obs: np.ndarray  # [N, obs_dim] float32
+    state: np.ndarray  # [state_dim] float32
+    avail: np.ndarray  # [N, n_actions] bool
+
+
+class Transition(NamedTuple):
+    arrays: Arrays
+    reward: float
+    terminated: bool
+    truncated: bool
+
+
+def _space_parts(space: Any) -> tuple[Any, bool]:
+    """(the observation space proper, whether observations carry an action mask)."""
+    spaces = getattr(space, "spaces", None)
+    if isinstance(spaces, dict) and "observation" in spaces:
+        return spaces["observation"], "action_mask" in spaces
+    return space, False
+
+
+def _flat_size(space: Any) -> int:
+    shape = getattr(space, "shape", None)
+    if shape is None:
+        raise ConfigError(f"observation space {space} has no shape: hymarl needs array observations")
+    return int(np.prod(shape)) if len(shape) else 1
+
+
+def declared_episode_limit(env: Any) -> int | None:
+    """The time limit an env declares, looked up where PettingZoo, Gymnasium and SMAC keep it."""
+    seen, todo = set(), [env]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        for attr in ("episode_limit", "max_cycles", "_max_episode_steps", "max_episode_steps", "max_steps"):
+            v = getattr(e, attr, None) if attr in _own_attrs(e) else None
+            if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0:
+                return int(v)
+        spec = getattr(e, "spec", None)
+        v = getattr(spec, "max_episode_steps", None)
+        if isinstance(v, int) and v > 0:
+            return v
+        for attr in ("aec_env", "env", "unwrapped"):
+            todo.append(getattr(e, attr, None))
+    return None
+
+
+def _own_attrs(obj: Any) -> set[str]:
+    """Attribute names set on the object or its class (not forwarded by a wrapper's __getattr__)."""
+    names = set(getattr(obj, "__dict__", {}))
+    for klass in type(obj).__mro__:
+        names.update(vars(klass))
+    return names
+
+
+def _np_random(env: Any) -> Any:
+    """The env's numpy Generator, if it keeps one where Gymnasium/PettingZoo do."""
+    for e in (getattr(env, "unwrapped", None), getattr(getattr(env, "aec_env", None), "unwrapped", None), env):
+        gen = getattr(e, "_np_random", None) or getattr(e, "np_random", None) if e is not None else None
+        if isinstance(gen, np.random.Generator):
+            return gen
+    return None
+
+
+class StandardEnv:
+    """One copy of a ParallelEnv-API env, with hymarl's fixed shapes. Not thread-safe."""
+
+    def __init__(self, env: Any, cfg: Any, seed: int, label: str = "env") -> None:
+        self.env, self.cfg, self.seed, self.label = env, cfg, seed, label
+        self.agents = tuple(env.possible_agents)
+        n = len(self.agents)
+        if n == 0:
+            raise ConfigError(f"{label} has no agents (possible_agents is empty)")
+        self.obs_sizes, self.n_actions, self.mask_in_obs = [], [], []
+        for a in self.agents:
+            act = env.action_space(a)
+            if not hasattr(act, "n") or getattr(act, "shape", None) not in ((), None):
+                raise ConfigError(
+                    f"{label}: agent '{a}' has action space {act}; hymarl's value-based learners need "
+                    "Discrete actions (MPE envs: pass continuous_actions: false)"
+                )
+            space, has_mask = _space_parts(env.observation_space(a))
+            self.obs_sizes.append(_flat_size(space))
+            self.mask_in_obs.append(has_mask)
+            self.n_actions.append(int(act.n))
+        kinds = sorted(set(self.obs_sizes))
+        self.kind = [kinds.index(s) for s in self.obs_sizes]
+        self.flag_dim = len(kinds) if (cfg.obs_kind_flag and len(kinds) > 1) else 0
+        self.obs_dim = max(self.obs_sizes) + self.flag_dim
+        self.max_actions = max(self.n_actions)
+        if not 0 <= cfg.dead_action < min(self.n_actions):
+            raise ConfigError(
+                f"env.dead_action={cfg.dead_action} is invalid: {label} has agents with only "
+                f"{min(self.n_actions)} actions"
+            )
+
+        self.env_state = cfg.state != "concat" and self._has_state()
+        if cfg.state == "env" and not self.env_state:
+            raise ConfigError(f"env.state=env is invalid: {label} has no state() (use state=auto or concat)")
+        self.state_dim = _flat_size(env.state_space) if self.env_state else sum(self.obs_sizes)
+
+        limit = cfg.episode_limit if cfg.episode_limit is not None else declared_episode_limit(env)
+        if limit is None:
+            raise ConfigError(
+                f"env.episode_limit is required for {label}: the env does not declare a time limit "
+                "(set env.episode_limit=<max steps per episode>)"
+            )
+        self.limit = int(limit)
+        self.spec = EnvSpec(n, self.max_actions, self.obs_dim, self.state_dim, self.limit, self.agents)
+
+        self._obs = np.zeros((n, self.obs_dim), np.float32)
+        self._avail = np.zeros((n, self.max_actions), bool)
+        self._state = np.zeros(self.state_dim, np.float32)
+        for i, k in enumerate(self.kind):
+            if self.flag_dim:
+                self._obs[i, max(self.obs_sizes) + k] = 1.0
+        self._flags = self._obs.copy()
+        self.t = 0
+        self.done = True
+        self.seeded = False
+        self.pending_rng: Any = None
+        self.stats: dict[str, float] = {}
+
+    def _has_state(self) -> bool:
+        try:
+            space = self.env.state_space
+        except (AttributeError, NotImplementedError):
+            return False
+        return space is not None
+
+    # -- episode -------------------------------------------------------------------------------
+    def reset(self) -> Arrays:
+        if not self.seeded:
+            obs, infos = self.env.reset(seed=self.seed)
+            self.seeded = True
+        elif self.pending_rng is not None:
+            obs, infos = self._reset_with_rng()
+        else:
+            obs, infos = self.env.reset()
+        self.t, self.done, self.stats = 0, False, {}
+        return self._observe(obs, infos)
+
+    def step(self, actions: np.ndarray) -> Transition:
+        if self.done:  # the vector contract: an ended copy repeats its last observation, reward 0
+            return Transition(self._arrays(), 0.0, False, False)
+        live = set(self.env.agents)
+        sent = {a: int(actions[i]) for i, a in enumerate(self.agents) if a in live}
+        for i, a in enumerate(self.agents):
+            if a in sent and not self._avail[i, sent[a]]:
+                raise ValueError(f"{self.label}: agent '{a}' was given unavailable action {sent[a]}")
+        obs, rewards, terms, truncs, infos = self.env.step(sent)
+        self.t += 1
+        values = [float(rewards[a]) for a in rewards]
+        reward = (sum(values) if self.cfg.reward == "sum" else float(np.mean(values))) if values else 0.0
+        remaining = set(self.env.agents)
+        ended = not remaining or all(bool(terms.get(a)) or bool(truncs.get(a)) for a in remaining)
+        if ended:
+            truncated = any(bool(truncs.get(a)) for a in sent) and not all(bool(terms.get(a)) for a in sent)
+        else:
+            truncated = False
+        if self.t >= self.limit:
+            ended, truncated = True, self.cfg.time_limit == "truncated"
+        arrays = self._observe(obs, infos, ended)
+        if ended:
+            self.done = True
+            self.stats = self._episode_stats(infos)
+        return Transition(arrays, reward, ended and not truncated, ended and truncated)
+
+    def _observe(self, obs: dict[str, Any], infos: dict[str, Any], ended: bool = False) -> Arrays:
+        self._obs[:] = self._flags
+        self._avail[:] = False
+        live = set(self.env.agents)
+        concat = []
+        for i, a in enumerate(self.agents):
+            size = self.obs_sizes[i]
+            o = obs.get(a)
+            # at the episode's end PettingZoo has emptied env.agents, but the final observations
+            # (and their masks, which a truncated episode bootstraps from) still count
+            alive = o is not None and (a in live or ended)
+            if alive:
+                mask = None
+                if self.mask_in_obs[i] and isinstance(o, dict):
+                    mask, o = o.get("action_mask"), o["observation"]
+                elif isinstance(infos.get(a), dict):
+                    mask = infos[a].get("action_mask")
+                self._obs[i, :size] = np.asarray(o, dtype=np.float32).reshape(-1)
+                if mask is not None:
+                    self._avail[i, : self.n_actions[i]] = np.asarray(mask).reshape(-1)[: self.n_actions[i]].astype(bool)
+                else:
+                    self._avail[i, : self.n_actions[i]] = True
+            if not alive or not self._avail[i].any():
+                self._avail[i, :] = False
+                self._avail[i, self.cfg.dead_action] = True
+            if not self.env_state:
+                concat.append(self._obs[i, :size])
+        if self.env_state:
+            self._state[:] = np.asarray(self.env.state(), dtype=np.float32).reshape(-1)
+        else:
+            self._state[:] = np.concatenate(concat)
+        return self._arrays()
+
+    def _arrays(self) -> Arrays:
+        return Arrays(self._obs.copy(), self._state.copy(), self._avail.copy())
+
+    def _episode_stats(self, infos: dict[str, Any]) -> dict[str, float]:
+        out = {}
+        for key in self.cfg.info_keys:
+            vals = [float(d[key]) for d in infos.values() if isinstance(d, dict) and key in d]
+            out[key] = float(np.mean(vals)) if vals else 0.0
+        return out
+
+    def episode_stats(self) -> dict[str, float]:
+        return {k: self.stats.get(k, 0.0) for k in self.cfg.info_keys}
+
+    # -- RNG (checkpoints) ------------------------------------------------------------------------
+    def get_rng_state(self) -> Any:
+        gen = _np_random(self.env)
+        return {"seeded": self.seeded, "np_random": gen.bit_generator.state if gen is not None else None}
+
+    def set_rng_state(self, state: Any) -> None:
+        if state is None:
+            return
+        self.seeded = bool(state["seeded"])
+        self.pending_rng = state["np_random"]
+
+    def _reset_with_rng(self) -> tuple[Any, Any]:
+        """Restore a saved RNG stream: one seeded reset creates the generator, then its state is
+        overwritten and the episode is generated by a second reset from the restored stream."""
+        self.env.reset(seed=self.seed)
+        gen = _np_random(self.env)
+        if gen is not None:
+            gen.bit_generator.state = self.pending_rng
+        self.pending_rng = None
+        return self.env.reset()
+
+    def close(self) -> None:
+        self.env.close()

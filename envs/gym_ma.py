@@ -1,0 +1,137 @@
+"""Gymnasium multi-agent envs (LBF, RWARE and envs like them) through one adapter.
+
+These envs use Gymnasium's single-env API with tuple spaces: ``reset() -> (obs tuple, info)``,
+``step(actions tuple) -> (obs tuple, rewards list, done, truncated, info)``. :class:`GymParallel`
+presents them as a PettingZoo ParallelEnv (agents ``agent_0 .. agent_{n-1}``), and
+:class:`envs.adapter.StandardEnv` does the rest. Action masks are read from
+``info["action_mask"]`` when the env reports one (per agent); the global state is the
+concatenated observations. LBF and RWARE report their time limit as *done*: ``env.time_limit``
+says how an episode that reaches ``episode_limit`` counts (truncated by default).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from omegaconf import MISSING
+
+from envs.adapter import AdapterConfig, AdapterEnv, check_adapter_config
+from envs.pz import INSTALL_HINT, plain
+from runner.config import ConfigError
+from runner.registry import ENVS
+
+
+@dataclass
+class GymnasiumConfig(AdapterConfig):
+    key: str = MISSING
+    """Gymnasium env id, ``module:EnvId`` to import the module that registers it first
+    (e.g. ``lbforaging:Foraging-8x8-2p-3f-v3``, ``rware:rware-tiny-2ag-v2``)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments of gymnasium.make."""
+
+
+class GymParallel:
+    """A Gymnasium tuple-space multi-agent env seen through PettingZoo's ParallelEnv API."""
+
+    metadata: dict[str, Any] = {"name": "gymnasium_multiagent"}
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+        n = len(env.action_space)
+        self.possible_agents = [f"agent_{i}" for i in range(n)]
+        self.agents: list[str] = []
+
+    def observation_space(self, agent: str) -> Any:
+        return self.env.observation_space[self.possible_agents.index(agent)]
+
+    def action_space(self, agent: str) -> Any:
+        return self.env.action_space[self.possible_agents.index(agent)]
+
+    def _infos(self, info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        masks = info.get("action_mask")
+        out = {}
+        for i, a in enumerate(self.possible_agents):
+            d = {k: v for k, v in info.items() if k != "action_mask"}
+            if masks is not None:
+                d["action_mask"] = masks[i]
+            out[a] = d
+        return out
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.agents = list(self.possible_agents)
+        return dict(zip(self.possible_agents, obs)), self._infos(info)
+
+    def step(self, actions: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
+        joint = tuple(int(actions.get(a, 0)) for a in self.possible_agents)
+        obs, rewards, done, truncated, info = self.env.step(joint)
+        n = len(self.possible_agents)
+        rew = np.broadcast_to(np.asarray(rewards, dtype=np.float64), (n,))
+        dones = np.broadcast_to(np.asarray(done, dtype=bool), (n,))
+        truncs = np.broadcast_to(np.asarray(truncated, dtype=bool), (n,))
+        agents = self.possible_agents
+        out = (
+            dict(zip(agents, obs)),
+            {a: float(rew[i]) for i, a in enumerate(agents)},
+            {a: bool(dones[i]) for i, a in enumerate(agents)},
+            {a: bool(truncs[i]) for i, a in enumerate(agents)},
+            self._infos(info),
+        )
+        if dones.all() or truncs.any():
+            self.agents = []
+        return out
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _split_key(key: str) -> tuple[str | None, str]:
+    module, _, env_id = key.rpartition(":")
+    return (module or None), env_id
+
+
+@ENVS.register("gymnasium", config=GymnasiumConfig)
+class GymnasiumEnv(AdapterEnv):
+    """A Gymnasium multi-agent env made by ``gymnasium.make(env.key, **env.kwargs)``."""
+
+    @classmethod
+    def make_parallel(cls, cfg: Any) -> Any:
+        import gymnasium
+
+        module, env_id = _split_key(cfg.key)
+        if module:
+            importlib.import_module(module)
+        env = gymnasium.make(env_id, disable_env_checker=True, **plain(cfg.kwargs))
+        spaces = getattr(env.action_space, "spaces", None)
+        if not isinstance(spaces, tuple):
+            raise ConfigError(
+                f"env.key={cfg.key} is not a multi-agent env: its action space {env.action_space} is not "
+                "a Tuple of per-agent spaces"
+            )
+        return GymParallel(env)
+
+    @classmethod
+    def label(cls, cfg: Any) -> str:
+        return f"env '{cfg.label}' ({cfg.key})"
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> list[str]:
+        errs = check_adapter_config(cfg)
+        try:
+            import gymnasium
+        except ImportError:
+            return [*errs, f"env '{cfg.env.label}' needs gymnasium: {INSTALL_HINT}"]
+        module, env_id = _split_key(cfg.env.key)
+        if module:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                return [*errs, f"env.key={cfg.env.key} cannot be imported ({exc}): {INSTALL_HINT}"]
+        if env_id not in gymnasium.registry:
+            close = sorted(k for k in gymnasium.registry if env_id.split("-")[0].lower() in k.lower())[:8]
+            hint = f" Similar ids: {', '.join(close)}" if close else ""
+            errs.append(f"env.key={cfg.env.key} is invalid: Gymnasium has no env '{env_id}'.{hint}")
+        return errs
