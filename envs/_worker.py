@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import pickle
 import signal
 import traceback
 from collections.abc import Callable
@@ -57,6 +58,15 @@ def map_arrays(path: str, n_envs: int, spec: EnvSpec) -> tuple[mmap.mmap, dict[s
     return mm, arrays
 
 
+# The per-step commands travel as one raw byte and are acknowledged with an empty message (no
+# pickling on the hot path); every other message is a pickled tuple.
+STEP, RESET, OK = b"s", b"r", b""
+
+
+def send(conn: Any, msg: Any) -> None:
+    conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+
+
 def run_worker(conn: Any, factory: Callable[[int], Any], indices: list[int]) -> None:
     # Ctrl-C reaches the whole process group: the main process handles it (checkpoint, then close
     # the workers); a worker dying on it first would lose the episode in flight.
@@ -66,9 +76,10 @@ def run_worker(conn: Any, factory: Callable[[int], Any], indices: list[int]) -> 
     mm = None
     try:
         envs = [factory(i) for i in indices]
-        conn.send(("ok", envs[0].spec))
+        send(conn, ("ok", envs[0].spec))
         while True:
-            cmd, arg = conn.recv()
+            msg = conn.recv_bytes()
+            cmd, arg = ("step", None) if msg == STEP else ("reset", None) if msg == RESET else pickle.loads(msg)
             try:
                 if cmd == "attach":
                     path, n_envs = arg
@@ -99,14 +110,17 @@ def run_worker(conn: Any, factory: Callable[[int], Any], indices: list[int]) -> 
                 else:
                     raise ValueError(f"unknown env worker command {cmd!r}")
             except Exception as exc:  # reported to the main process, which raises it there
-                conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc())))
+                send(conn, ("error", (type(exc).__name__, str(exc), traceback.format_exc())))
             else:
-                conn.send(("ok", reply))
+                if reply is None:
+                    conn.send_bytes(OK)
+                else:
+                    send(conn, ("ok", reply))
     except (EOFError, KeyboardInterrupt):  # the main process went away
         pass
     except Exception as exc:  # building the envs failed
         with contextlib.suppress(BrokenPipeError, OSError):
-            conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc())))
+            send(conn, ("error", (type(exc).__name__, str(exc), traceback.format_exc())))
     finally:
         for env in envs:
             with contextlib.suppress(Exception):
@@ -116,7 +130,7 @@ def run_worker(conn: Any, factory: Callable[[int], Any], indices: list[int]) -> 
             with contextlib.suppress(BufferError):
                 mm.close()
         with contextlib.suppress(BrokenPipeError, OSError):
-            conn.send(("closed", None))
+            send(conn, ("closed", None))
 
 
 def _write(arrays: dict[str, np.ndarray], i: int, a: Any) -> None:

@@ -16,8 +16,8 @@ worker processes. What it takes care of:
   spaces are padded to the largest, with the extra actions masked out.
 - **Termination vs truncation**: an episode ends when every agent is done; it is truncated
   (bootstrapped) when the env says so. An episode that reaches ``episode_limit`` is cut there and
-  counts as ``time_limit`` says (LBF and RWARE report their time limit as *done*: hymarl treats
-  it as truncated by default).
+  counts as ``time_limit`` says, unless the env terminated it itself at that step (LBF and RWARE
+  report their time limit as *done*: :class:`envs.gym_ma.GymParallel` makes that a truncation).
 - **Rewards**: per-agent rewards are aggregated into the team reward (``reward=sum`` or ``mean``).
 - **Infos**: the ``info_keys`` of the last step's infos become per-episode stats, logged as
   ``<key>_mean`` (``test_<key>_mean`` in test phases), e.g. SMAC's ``battle_won_mean``.
@@ -228,6 +228,8 @@ class StandardEnv:
             if self.flag_dim:
                 self._obs[i, max(self.obs_sizes) + k] = 1.0
         self._flags = self._obs.copy()
+        self._rows = np.arange(n)
+        self._same_size = len(kinds) == 1
         self.t = 0
         self.done = True
         self.seeded = False
@@ -256,60 +258,63 @@ class StandardEnv:
     def step(self, actions: np.ndarray) -> Transition:
         if self.done:  # the vector contract: an ended copy repeats its last observation, reward 0
             return Transition(self._arrays(), 0.0, False, False)
+        actions = np.asarray(actions)
+        bad = ~self._avail[self._rows, actions]
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{self.label}: agent '{self.agents[i]}' was given unavailable action {int(actions[i])}")
         live = set(self.env.agents)
-        sent = {a: int(actions[i]) for i, a in enumerate(self.agents) if a in live}
-        for i, a in enumerate(self.agents):
-            if a in sent and not self._avail[i, sent[a]]:
-                raise ValueError(f"{self.label}: agent '{a}' was given unavailable action {sent[a]}")
+        sent = {a: x for a, x in zip(self.agents, actions.tolist()) if a in live}
         obs, rewards, terms, truncs, infos = self.env.step(sent)
         self.t += 1
-        values = [float(rewards[a]) for a in rewards]
-        reward = (sum(values) if self.cfg.reward == "sum" else float(np.mean(values))) if values else 0.0
+        values = [float(r) for r in rewards.values()]
+        reward = (sum(values) if self.cfg.reward == "sum" else sum(values) / len(values)) if values else 0.0
         remaining = set(self.env.agents)
-        ended = not remaining or all(bool(terms.get(a)) or bool(truncs.get(a)) for a in remaining)
-        if ended:
-            truncated = any(bool(truncs.get(a)) for a in sent) and not all(bool(terms.get(a)) for a in sent)
-        else:
-            truncated = False
-        if self.t >= self.limit:
+        ended = not remaining or all(terms.get(a) or truncs.get(a) for a in remaining)
+        truncated = ended and any(truncs.get(a) for a in sent) and not all(terms.get(a) for a in sent)
+        if self.t >= self.limit and not (ended and not truncated):
+            # cut here, unless the env terminated the episode itself at this very step
             ended, truncated = True, self.cfg.time_limit == "truncated"
-        arrays = self._observe(obs, infos, ended)
+        arrays = self._observe(obs, infos, remaining, ended)
         if ended:
             self.done = True
             self.stats = self._episode_stats(infos)
         return Transition(arrays, reward, ended and not truncated, ended and truncated)
 
-    def _observe(self, obs: dict[str, Any], infos: dict[str, Any], ended: bool = False) -> Arrays:
+    def _observe(self, obs: dict[str, Any], infos: dict[str, Any], live: set[str] | None = None,
+                 ended: bool = False) -> Arrays:
+        if live is None:
+            live = set(self.env.agents)
         self._obs[:] = self._flags
         self._avail[:] = False
-        live = set(self.env.agents)
-        concat = []
         for i, a in enumerate(self.agents):
-            size = self.obs_sizes[i]
             o = obs.get(a)
             # at the episode's end PettingZoo has emptied env.agents, but the final observations
             # (and their masks, which a truncated episode bootstraps from) still count
-            alive = o is not None and (a in live or ended)
-            if alive:
-                mask = None
-                if self.mask_in_obs[i] and isinstance(o, dict):
-                    mask, o = o.get("action_mask"), o["observation"]
-                elif isinstance(infos.get(a), dict):
-                    mask = infos[a].get("action_mask")
-                self._obs[i, :size] = np.asarray(o, dtype=np.float32).reshape(-1)
-                if mask is not None:
-                    self._avail[i, : self.n_actions[i]] = np.asarray(mask).reshape(-1)[: self.n_actions[i]].astype(bool)
-                else:
-                    self._avail[i, : self.n_actions[i]] = True
-            if not alive or not self._avail[i].any():
-                self._avail[i, :] = False
+            if o is None or not (ended or a in live):
                 self._avail[i, self.cfg.dead_action] = True
-            if not self.env_state:
-                concat.append(self._obs[i, :size])
+                continue
+            mask = None
+            if self.mask_in_obs[i] and isinstance(o, dict):
+                mask, o = o.get("action_mask"), o["observation"]
+            else:
+                info = infos.get(a)
+                if info and "action_mask" in info:
+                    mask = info["action_mask"]
+            self._obs[i, : self.obs_sizes[i]] = np.asarray(o, dtype=np.float32).reshape(-1)
+            if mask is None:
+                self._avail[i, : self.n_actions[i]] = True
+            else:
+                m = np.asarray(mask).reshape(-1)[: self.n_actions[i]].astype(bool)
+                self._avail[i, : self.n_actions[i]] = m
+                if not m.any():  # nothing available: the agent can only wait
+                    self._avail[i, self.cfg.dead_action] = True
         if self.env_state:
             self._state[:] = np.asarray(self.env.state(), dtype=np.float32).reshape(-1)
+        elif self._same_size:
+            self._state[:] = self._obs[:, : self.obs_sizes[0]].reshape(-1)
         else:
-            self._state[:] = np.concatenate(concat)
+            self._state[:] = np.concatenate([self._obs[i, :size] for i, size in enumerate(self.obs_sizes)])
         return self._arrays()
 
     def _arrays(self) -> Arrays:

@@ -5,8 +5,9 @@ These envs use Gymnasium's single-env API with tuple spaces: ``reset() -> (obs t
 presents them as a PettingZoo ParallelEnv (agents ``agent_0 .. agent_{n-1}``), and
 :class:`envs.adapter.StandardEnv` does the rest. Action masks are read from
 ``info["action_mask"]`` when the env reports one (per agent); the global state is the
-concatenated observations. LBF and RWARE report their time limit as *done*: ``env.time_limit``
-says how an episode that reaches ``episode_limit`` counts (truncated by default).
+concatenated observations. LBF and RWARE report their time limit as *done*: a done at the time
+limit the env declares is passed on as a truncation, and ``env.time_limit`` says how an episode
+that reaches ``episode_limit`` counts (truncated by default).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from omegaconf import MISSING
 
-from envs.adapter import AdapterConfig, AdapterEnv, check_adapter_config
+from envs.adapter import AdapterConfig, AdapterEnv, check_adapter_config, declared_episode_limit
 from envs.pz import INSTALL_HINT, plain
 from runner.config import ConfigError
 from runner.registry import ENVS
@@ -43,6 +44,13 @@ class GymParallel:
         n = len(env.action_space)
         self.possible_agents = [f"agent_{i}" for i in range(n)]
         self.agents: list[str] = []
+        self._time_limit = declared_episode_limit(env)
+        self._t = 0
+
+    @property
+    def unwrapped(self) -> Any:
+        """The Gymnasium env itself (its ``np_random`` is the RNG stream saved in checkpoints)."""
+        return self.env.unwrapped
 
     def observation_space(self, agent: str) -> Any:
         return self.env.observation_space[self.possible_agents.index(agent)]
@@ -52,40 +60,43 @@ class GymParallel:
 
     def _infos(self, info: dict[str, Any]) -> dict[str, dict[str, Any]]:
         masks = info.get("action_mask")
-        out = {}
-        for i, a in enumerate(self.possible_agents):
-            d = {k: v for k, v in info.items() if k != "action_mask"}
-            if masks is not None:
-                d["action_mask"] = masks[i]
-            out[a] = d
-        return out
+        if masks is None:  # every agent sees the env's info (one dict, not copied)
+            return dict.fromkeys(self.possible_agents, info)
+        rest = {k: v for k, v in info.items() if k != "action_mask"}
+        return {a: {**rest, "action_mask": masks[i]} for i, a in enumerate(self.possible_agents)}
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
         obs, info = self.env.reset(seed=seed, options=options)
         self.agents = list(self.possible_agents)
+        self._t = 0
         return dict(zip(self.possible_agents, obs)), self._infos(info)
 
     def step(self, actions: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
-        joint = tuple(int(actions.get(a, 0)) for a in self.possible_agents)
-        obs, rewards, done, truncated, info = self.env.step(joint)
-        n = len(self.possible_agents)
-        rew = np.broadcast_to(np.asarray(rewards, dtype=np.float64), (n,))
-        dones = np.broadcast_to(np.asarray(done, dtype=bool), (n,))
-        truncs = np.broadcast_to(np.asarray(truncated, dtype=bool), (n,))
         agents = self.possible_agents
-        out = (
-            dict(zip(agents, obs)),
-            {a: float(rew[i]) for i, a in enumerate(agents)},
-            {a: bool(dones[i]) for i, a in enumerate(agents)},
-            {a: bool(truncs[i]) for i, a in enumerate(agents)},
-            self._infos(info),
-        )
-        if dones.all() or truncs.any():
+        obs, rewards, done, truncated, info = self.env.step(tuple(actions.get(a, 0) for a in agents))
+        if np.ndim(rewards):
+            rew = {a: float(r) for a, r in zip(agents, rewards)}
+        else:  # one team reward: every agent gets it (use env.reward=mean)
+            rew = dict.fromkeys(agents, float(rewards))
+        dones = _per_agent(done, agents)
+        truncs = _per_agent(truncated, agents)
+        self._t += 1
+        if self._time_limit is not None and self._t >= self._time_limit and all(dones.values()) \
+                and not any(truncs.values()):  # the env's own time limit, reported as done
+            dones, truncs = dict.fromkeys(agents, False), dict.fromkeys(agents, True)
+        if all(dones.values()) or any(truncs.values()):
             self.agents = []
-        return out
+        return dict(zip(agents, obs)), rew, dones, truncs, self._infos(info)
 
     def close(self) -> None:
         self.env.close()
+
+
+def _per_agent(flag: Any, agents: list[str]) -> dict[str, bool]:
+    """A done/truncated flag (one bool, or one per agent) as a per-agent dict."""
+    if np.ndim(flag):
+        return {a: bool(f) for a, f in zip(agents, flag)}
+    return dict.fromkeys(agents, bool(flag))
 
 
 def _split_key(key: str) -> tuple[str | None, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import pickle
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -146,9 +147,13 @@ class SubprocVecEnv(VecEnv):
 
     # -- protocol ------------------------------------------------------------------------------
     def _send(self, cmd: str, args: list[Any] | None = None) -> None:
+        hot = {"step": _worker.STEP, "reset": _worker.RESET}.get(cmd)
         for w, conn in enumerate(self.conns):
             try:
-                conn.send((cmd, None if args is None else args[w]))
+                if hot is not None:
+                    conn.send_bytes(hot)
+                else:
+                    _worker.send(conn, (cmd, None if args is None else args[w]))
             except (BrokenPipeError, OSError) as exc:
                 raise self._died(w) from exc
 
@@ -156,9 +161,10 @@ class SubprocVecEnv(VecEnv):
         replies, error = [], None
         for w, conn in enumerate(self.conns):
             try:
-                status, payload = conn.recv()
+                data = conn.recv_bytes()
             except (EOFError, OSError) as exc:
                 raise self._died(w) from exc
+            status, payload = ("ok", None) if data == _worker.OK else pickle.loads(data)
             if status == "error" and error is None:
                 error = (w, payload)
             replies.append(payload)
@@ -218,7 +224,7 @@ class SubprocVecEnv(VecEnv):
         conns, procs, self.conns, self.procs = self.conns, self.procs, [], []
         for conn in conns:
             with contextlib.suppress(BrokenPipeError, OSError):
-                conn.send(("close", None))
+                _worker.send(conn, ("close", None))
         for p in procs:
             p.join(timeout=5.0)
             if p.is_alive():

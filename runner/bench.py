@@ -1,21 +1,31 @@
-"""Throughput benchmark of QMIX on the two-step matrix game: ``python -m runner.bench`` (``make bench``).
+"""Throughput benchmark of QMIX, on the two-step matrix game and on LBF: ``python -m runner.bench`` (``make bench``).
 
 Writes ``outputs/bench/bench.{md,json}`` and puts the table between the ``<!-- bench:start -->``
 and ``<!-- bench:end -->`` lines of README.md (when both exist; ``--no-readme`` skips it).
 
-Each config (episode runner B=1, parallel runner B=64 and B=1024) runs in its own subprocess
-(``--one NAME``), so that its peak RSS is its own. The numbers:
+Each config runs in its own subprocess (``--one NAME``), so that its peak RSS is its own:
+two-step with the episode runner (B=1) and the parallel runner (B=64, B=1024; natively batched),
+and Level-Based Foraging (``Foraging-8x8-2p-3f-v3``, a Python env) at PyMARL-family defaults
+(Adam 5e-4, batch 32 episodes, buffer 5000, 64-unit feed-forward agent with agent-id input,
+epsilon 1 -> 0.05 over 50k, target update every 200 updates) with the episode runner (B=1, in
+process) and the parallel runner (B=8 copies in 2 worker processes, in 1, and in this process).
+The numbers:
 
 - train env-steps/s: env steps per second of wall time of the real training iteration,
   ``Experiment.train_iteration()`` -- rollout of B episodes, buffer insert, one learner update
   (batch 32) -- after a warm-up (until the buffer can sample, plus a few iterations), timed
   for ``--seconds``. No loggers, no test phases, no checkpoints.
-- train env-steps/CPU-s: the same steps per second of process CPU time (``time.process_time``);
-  less sensitive to other load on a shared machine.
+- train env-steps/CPU-s: the same steps per second of CPU time of the main process and its env
+  worker processes (``time.process_time`` plus the workers' ``/proc/PID/stat``); less sensitive
+  to other load on a shared machine.
 - acting-only env-steps/s: rollouts only (``runner.run``), no buffer insert and no learner update.
 - learner ms/update: wall ms of one ``learner.train`` on a batch of 32 sampled episodes (B=1 config;
   it does not depend on B).
-- peak RSS MB: ``ru_maxrss`` of the config's subprocess (imports, build, all its measurements).
+- peak RSS MB: ``ru_maxrss`` of the config's subprocess (imports, build, all its measurements),
+  plus the peak RSS (``VmHWM``) of each env worker process.
+- LBF only: the env's own step cost (``gymnasium.make`` of the task, random actions, CPU µs per
+  step, in process) and the framework overhead per env step: acting-only CPU µs per env step
+  (all processes) minus the env's own step cost -- action selection, the adapter, IPC, buffer writes.
 - start-up: seconds from process start (``/proc``) to the first env step, as the app reports it in
   its summary, of ``python -m runner +algo=qmix +env=twostep t_max=2 test_nepisodes=1``, median
   of 3: with ``logger=[console]`` (no MLflow), and with the default loggers and MLflow on a fresh
@@ -43,13 +53,19 @@ from pathlib import Path
 import runner
 
 ROOT = Path(runner.__file__).resolve().parent.parent
-BASE = ["+algo=qmix", "+env=twostep", "logger=[]", "progress=false", "t_max=1000000000"]
+BASE = ["+algo=qmix", "logger=[]", "progress=false", "t_max=1000000000"]
+LBF = ["+env=lbf"]  # conf/algo/qmix + the learner/controller/agent/buffer defaults are PyMARL's
 CONFIGS = {
-    "episode, B=1": ["runner=episode"],
-    "parallel, B=64": ["runner=parallel", "runner.n_envs=64"],
-    "parallel, B=1024": ["runner=parallel", "runner.n_envs=1024"],
+    "twostep, episode, B=1": ["+env=twostep", "runner=episode"],
+    "twostep, parallel, B=64": ["+env=twostep", "runner=parallel", "runner.n_envs=64"],
+    "twostep, parallel, B=1024": ["+env=twostep", "runner=parallel", "runner.n_envs=1024"],
+    "LBF, episode, B=1": [*LBF, "runner=episode"],
+    "LBF, parallel, B=8, 2 workers": [*LBF, "runner=parallel", "runner.n_envs=8", "runner.n_workers=2"],
+    "LBF, parallel, B=8, 1 worker": [*LBF, "runner=parallel", "runner.n_envs=8", "runner.n_workers=1"],
+    "LBF, parallel, B=8, in process": [*LBF, "runner=parallel", "runner.n_envs=8", "runner.n_workers=0"],
 }
-LEARNER_CONFIG = "episode, B=1"
+LEARNER_CONFIGS = ("twostep, episode, B=1", "LBF, episode, B=1")
+LBF_KEY = "Foraging-8x8-2p-3f-v3"
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -63,13 +79,55 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _timed(step, seconds: float, sync) -> tuple[int, float, float]:
-    """Call step() (returns env steps) until `seconds` of wall time passed -> (steps, wall s, CPU s)."""
-    n, w0, c0 = 0, time.perf_counter(), time.process_time()
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _timed(step, seconds: float, sync, workers: tuple[int, ...] = ()) -> tuple[int, float, float]:
+    """Call step() (returns env steps) until `seconds` of wall time passed -> (steps, wall s, CPU s),
+    CPU counting this process and the env worker processes."""
+
+    def cpu() -> float:
+        return time.process_time() + sum(_proc_cpu_s(p) for p in workers)
+
+    n, w0, c0 = 0, time.perf_counter(), cpu()
     while time.perf_counter() - w0 < seconds:
         n += step()
     sync()
-    return n, time.perf_counter() - w0, time.process_time() - c0
+    return n, time.perf_counter() - w0, cpu() - c0
+
+
+def env_step_us(seconds: float) -> float:
+    """CPU µs per step of LBF itself (gymnasium.make, random actions, resets included)."""
+    import gymnasium
+    import lbforaging  # noqa: F401 (registers the envs)
+
+    env = gymnasium.make(LBF_KEY, disable_env_checker=True)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    acts = [env.action_space.sample() for _ in range(4096)]
+
+    def step() -> int:
+        n = 0
+        for a in acts[:256]:
+            _, _, done, trunc, _ = env.step(a)
+            n += 1
+            if done or trunc:
+                env.reset()
+        return n
+
+    n, _, cpu = _timed(step, seconds, lambda: None)
+    env.close()
+    return 1e6 * cpu / n
 
 
 def bench_one(name: str, seconds: float, device_name: str) -> dict:
@@ -89,6 +147,7 @@ def bench_one(name: str, seconds: float, device_name: str) -> dict:
         torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
     comps = build(cfg, device)
+    workers = tuple(p.pid for p in getattr(comps.env, "procs", ()))
     bs = cfg.learner.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         exp = Experiment(cfg, comps, Path(tmp), StopRequest())
@@ -102,8 +161,10 @@ def bench_one(name: str, seconds: float, device_name: str) -> dict:
             exp.train_iteration()
             return exp.state.t_env - t
 
-        steps, wall, cpu = _timed(train_step, seconds, sync)
+        steps, wall, cpu = _timed(train_step, seconds, sync, workers)
         out = {
+            "env": cfg.env.label,
+            "n_workers": len(workers),
             "n_envs": comps.env.n_envs,
             "train_steps": steps,
             "train_wall_s": wall,
@@ -112,10 +173,11 @@ def bench_one(name: str, seconds: float, device_name: str) -> dict:
             "train_steps_per_cpu_s": steps / cpu if cpu > 0 else None,
         }
 
-        steps, wall, _ = _timed(lambda: comps.runner.run(t_env=0).steps, seconds, sync)
+        steps, wall, cpu = _timed(lambda: comps.runner.run(t_env=0).steps, seconds, sync, workers)
         out["acting_steps_per_s"] = steps / wall
+        out["acting_cpu_us_per_step"] = 1e6 * cpu / steps
 
-        if name == LEARNER_CONFIG:
+        if name in LEARNER_CONFIGS:
 
             def update() -> int:
                 comps.learner.train(comps.buffer.sample(bs).to(device), 0)
@@ -123,8 +185,12 @@ def bench_one(name: str, seconds: float, device_name: str) -> dict:
 
             n, wall, _ = _timed(update, seconds, sync)  # warm already: the train loop ran updates
             out["learner_ms_per_update"] = 1000 * wall / n
+        worker_rss = sum(_peak_rss_mb(p) for p in workers)
         comps.runner.close()
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + worker_rss  # KB on Linux
+    if cfg.env.label == "lbf":
+        out["env_step_us"] = env_step_us(seconds)
+        out["overhead_us_per_step"] = out["acting_cpu_us_per_step"] - out["env_step_us"]
     out["torch_threads"] = torch.get_num_threads()
     out["device"] = str(device)
     return out
@@ -180,7 +246,8 @@ def to_markdown(res: dict) -> str:
     lines = [
         f"Measured {m['date'][:10]} on {m['cpu']} ({m['cpu_count']} CPUs), torch {m['torch']}, device {m['device']}, "
         f"{m['torch_threads']} torch thread(s); `python -m runner.bench --seconds {res['seconds']:g}`. "
-        "QMIX on the two-step game; train = rollout + buffer insert + one learner update (batch 32).",
+        "QMIX; train = rollout of B episodes + buffer insert + one learner update (batch 32 episodes). "
+        "CPU-s count the main process and its env worker processes.",
         "",
         "| config | train env-steps/s | train env-steps/CPU-s | acting-only env-steps/s | learner ms/update | peak RSS MB |",
         "|---|---:|---:|---:|---:|---:|",
@@ -192,6 +259,19 @@ def to_markdown(res: dict) -> str:
             f"| {name} | {r['train_steps_per_s']:,.0f} | {cpu} | {r['acting_steps_per_s']:,.0f} | {lms} "
             f"| {r['peak_rss_mb']:,.0f} |"
         )
+    lbf = {k: r for k, r in res["configs"].items() if "env_step_us" in r}
+    if lbf:
+        lines += [
+            "",
+            f"LBF `{LBF_KEY}`, CPU µs per env step while acting (no learner), all processes:",
+            "",
+            "| config | acting CPU µs/env-step | LBF's own step µs | framework overhead µs/env-step |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, r in lbf.items():
+            lines.append(
+                f"| {name} | {r['acting_cpu_us_per_step']:.0f} | {r['env_step_us']:.0f} | {r['overhead_us_per_step']:.0f} |"
+            )
     s = res["startup_s"]
     lines += [
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,7 @@ NEEDS_MAVEN = {("agent", "noise_gru"), ("controller", "maven"), ("learner", "mav
 NEEDS_VALUE = {
     ("env", "gymnasium"): ["env.key=lbforaging:Foraging-8x8-2p-3f-v3"],
     ("env", "pettingzoo"): ["env.factory={_target_: mpe2.simple_spread_v3.parallel_env, continuous_actions: false}"],
+    ("env", "smacv2"): ["env.map_name=10gen_zerg", "env.capability_config={n_units: 5, n_enemies: 5}"],
 }
 
 
@@ -86,6 +88,13 @@ def test_every_option_of_every_group_composes(group: str, option: str) -> None:
         assert cfg[group].name == option or (group == "env" and cfg.env.label == option)
     from runner.config import validate
 
+    if cfg.env.name == "smacv2":  # tests/test_smacv2.py validates these against the fake smacv2
+        from envs.smacv2 import missing_requirements, requirements_error
+
+        if missing_requirements():
+            with pytest.raises(ConfigError, match=re.escape(requirements_error(missing_requirements()))):
+                validate(cfg)
+            return
     validate(cfg)
 
 

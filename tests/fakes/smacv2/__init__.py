@@ -1,0 +1,1 @@
+"""Fake SMACv2 for hymarl's tests (see tests/fakes/README.md). Not the real package."""
