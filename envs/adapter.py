@@ -50,7 +50,9 @@ class AdapterConfig(EnvConfig):
     reward: str = "sum"
     """How per-agent rewards become the team reward: sum or mean."""
     time_limit: str = "truncated"
-    """How an episode that reaches episode_limit counts: truncated (bootstrap) or terminated."""
+    """How an episode that reaches episode_limit counts: truncated (bootstrapped; right for envs
+    that report their time limit as done, like LBF and RWARE), terminated, or env (the env's own
+    flags; truncated if cut by episode_limit before the env ended it)."""
     obs_kind_flag: bool = True
     """Agents with different observation sizes: append a one-hot of the agent's observation kind."""
     dead_action: int = 0
@@ -64,7 +66,7 @@ class AdapterConfig(EnvConfig):
 
 STATE_MODES = ("auto", "env", "concat")
 REWARD_MODES = ("sum", "mean")
-TIME_LIMIT_MODES = ("truncated", "terminated")
+TIME_LIMIT_MODES = ("truncated", "terminated", "env")
 
 
 def check_adapter_config(cfg: Any) -> list[str]:
@@ -227,8 +229,8 @@ class StandardEnv:
         for i, k in enumerate(self.kind):
             if self.flag_dim:
                 self._obs[i, max(self.obs_sizes) + k] = 1.0
-        self._flags = self._obs.copy()
-        self._rows = np.arange(n)
+        self._full_rows = np.arange(self.max_actions)[None, :] < np.array(self.n_actions)[:, None]
+        self._dead_row = np.arange(self.max_actions) == cfg.dead_action
         self._same_size = len(kinds) == 1
         self.t = 0
         self.done = True
@@ -258,13 +260,13 @@ class StandardEnv:
     def step(self, actions: np.ndarray) -> Transition:
         if self.done:  # the vector contract: an ended copy repeats its last observation, reward 0
             return Transition(self._arrays(), 0.0, False, False)
-        actions = np.asarray(actions)
-        bad = ~self._avail[self._rows, actions]
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"{self.label}: agent '{self.agents[i]}' was given unavailable action {int(actions[i])}")
+        acts = np.asarray(actions).tolist()
+        avail = self._avail
+        for i, x in enumerate(acts):
+            if not avail[i, x]:
+                raise ValueError(f"{self.label}: agent '{self.agents[i]}' was given unavailable action {x}")
         live = set(self.env.agents)
-        sent = {a: x for a, x in zip(self.agents, actions.tolist()) if a in live}
+        sent = {a: x for a, x in zip(self.agents, acts) if a in live}
         obs, rewards, terms, truncs, infos = self.env.step(sent)
         self.t += 1
         values = [float(r) for r in rewards.values()]
@@ -272,9 +274,11 @@ class StandardEnv:
         remaining = set(self.env.agents)
         ended = not remaining or all(terms.get(a) or truncs.get(a) for a in remaining)
         truncated = ended and any(truncs.get(a) for a in sent) and not all(terms.get(a) for a in sent)
-        if self.t >= self.limit and not (ended and not truncated):
-            # cut here, unless the env terminated the episode itself at this very step
-            ended, truncated = True, self.cfg.time_limit == "truncated"
+        if self.t >= self.limit:
+            if self.cfg.time_limit != "env":  # LBF/RWARE report their time limit as done
+                ended, truncated = True, self.cfg.time_limit == "truncated"
+            elif not ended:  # cut by episode_limit before the env's own limit: a truncation
+                ended, truncated = True, True
         arrays = self._observe(obs, infos, remaining, ended)
         if ended:
             self.done = True
@@ -285,14 +289,15 @@ class StandardEnv:
                  ended: bool = False) -> Arrays:
         if live is None:
             live = set(self.env.agents)
-        self._obs[:] = self._flags
-        self._avail[:] = False
+        obs_buf, avail, dead = self._obs, self._avail, self.cfg.dead_action
         for i, a in enumerate(self.agents):
             o = obs.get(a)
+            size = self.obs_sizes[i]
             # at the episode's end PettingZoo has emptied env.agents, but the final observations
             # (and their masks, which a truncated episode bootstraps from) still count
             if o is None or not (ended or a in live):
-                self._avail[i, self.cfg.dead_action] = True
+                obs_buf[i, :size] = 0.0  # padding and kind flags never change
+                avail[i] = self._dead_row
                 continue
             mask = None
             if self.mask_in_obs[i] and isinstance(o, dict):
@@ -301,14 +306,15 @@ class StandardEnv:
                 info = infos.get(a)
                 if info and "action_mask" in info:
                     mask = info["action_mask"]
-            self._obs[i, : self.obs_sizes[i]] = np.asarray(o, dtype=np.float32).reshape(-1)
+            obs_buf[i, :size] = np.asarray(o, dtype=np.float32).reshape(-1)
             if mask is None:
-                self._avail[i, : self.n_actions[i]] = True
+                avail[i] = self._full_rows[i]
             else:
                 m = np.asarray(mask).reshape(-1)[: self.n_actions[i]].astype(bool)
-                self._avail[i, : self.n_actions[i]] = m
+                avail[i] = False
+                avail[i, : self.n_actions[i]] = m
                 if not m.any():  # nothing available: the agent can only wait
-                    self._avail[i, self.cfg.dead_action] = True
+                    avail[i, dead] = True
         if self.env_state:
             self._state[:] = np.asarray(self.env.state(), dtype=np.float32).reshape(-1)
         elif self._same_size:

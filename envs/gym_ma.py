@@ -73,7 +73,7 @@ class GymParallel:
 
     def step(self, actions: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
         agents = self.possible_agents
-        obs, rewards, done, truncated, info = self.env.step(tuple(actions.get(a, 0) for a in agents))
+        obs, rewards, done, truncated, info = self.env.step(tuple([actions.get(a, 0) for a in agents]))
         if np.ndim(rewards):
             rew = {a: float(r) for a, r in zip(agents, rewards)}
         else:  # one team reward: every agent gets it (use env.reward=mean)

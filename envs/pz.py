@@ -35,6 +35,8 @@ class PettingZooConfig(AdapterConfig):
     factory: Any = MISSING
     """The env factory: ``_target_`` (dotted path of a callable returning a ParallelEnv) plus
     its keyword arguments."""
+    time_limit: str = "env"
+    """PettingZoo envs flag truncation themselves (see AdapterConfig.time_limit)."""
 
 
 def plain(node: Any) -> Any:

@@ -144,6 +144,8 @@ class SMACv2Config(AdapterConfig):
     # adapter options with SMAC's values
     reward: str = "mean"
     """SMAC's reward is a team reward, given to every agent: the mean is that reward."""
+    time_limit: str = "env"
+    """The shim tells smacv2's time limit (truncation) from a battle's end (termination)."""
     info_keys: list[str] = field(default_factory=lambda: list(_DEFAULT_INFO_KEYS))
     t_max: int = 10_050_000
     test_interval: int = 10_000
