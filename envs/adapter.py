@@ -169,8 +169,10 @@ def _own_attrs(obj: Any) -> set[str]:
 
 
 def _np_random(env: Any) -> Any:
-    """The env's numpy Generator, if it keeps one where Gymnasium/PettingZoo do."""
-    for e in (getattr(env, "unwrapped", None), getattr(getattr(env, "aec_env", None), "unwrapped", None), env):
+    """The env's numpy Generator, if it keeps one where Gymnasium/PettingZoo do (or, like SISL,
+    in the simulator that the unwrapped env keeps as ``env``)."""
+    unwrapped = getattr(env, "unwrapped", None)
+    for e in (unwrapped, getattr(getattr(env, "aec_env", None), "unwrapped", None), env, getattr(unwrapped, "env", None)):
         gen = getattr(e, "_np_random", None) or getattr(e, "np_random", None) if e is not None else None
         if isinstance(gen, np.random.Generator):
             return gen
@@ -247,9 +249,9 @@ class StandardEnv:
 
     # -- episode -------------------------------------------------------------------------------
     def reset(self) -> Arrays:
-        if not self.seeded:
+        if not self.seeded:  # (an RNG state saved before the first reset is this seed's)
             obs, infos = self.env.reset(seed=self.seed)
-            self.seeded = True
+            self.seeded, self.pending_rng = True, None
         elif self.pending_rng is not None:
             obs, infos = self._reset_with_rng()
         else:

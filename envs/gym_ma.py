@@ -74,7 +74,7 @@ class GymParallel:
     def step(self, actions: dict[str, int]) -> tuple[dict, dict, dict, dict, dict]:
         agents = self.possible_agents
         obs, rewards, done, truncated, info = self.env.step(tuple([actions.get(a, 0) for a in agents]))
-        if np.ndim(rewards):
+        if isinstance(rewards, (list, tuple, np.ndarray)):
             rew = {a: float(r) for a, r in zip(agents, rewards)}
         else:  # one team reward: every agent gets it (use env.reward=mean)
             rew = dict.fromkeys(agents, float(rewards))
@@ -94,7 +94,7 @@ class GymParallel:
 
 def _per_agent(flag: Any, agents: list[str]) -> dict[str, bool]:
     """A done/truncated flag (one bool, or one per agent) as a per-agent dict."""
-    if np.ndim(flag):
+    if isinstance(flag, (list, tuple, np.ndarray)):
         return {a: bool(f) for a, f in zip(agents, flag)}
     return dict.fromkeys(agents, bool(flag))
 
