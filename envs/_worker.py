@@ -67,7 +67,11 @@ def send(conn: Any, msg: Any) -> None:
     conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def run_worker(conn: Any, factory: Callable[[int], Any], indices: list[int]) -> None:
+def run_worker(conn: Any, factory: Callable[[int], Any], indices: list[int], environ: dict[str, str]) -> None:
+    # a forkserver forks workers from its own state: take the main process's current environment
+    # (e.g. SC2PATH set after the server started), not the one the server started with
+    os.environ.clear()
+    os.environ.update(environ)
     # Ctrl-C reaches the whole process group: the main process handles it (checkpoint, then close
     # the workers); a worker dying on it first would lose the episode in flight.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -123,7 +123,7 @@ class SubprocVecEnv(VecEnv):
         try:
             for w, idx in enumerate(self.slices):
                 parent, child = ctx.Pipe()
-                p = ctx.Process(target=_worker.run_worker, args=(child, factory, idx), daemon=True,
+                p = ctx.Process(target=_worker.run_worker, args=(child, factory, idx, dict(os.environ)), daemon=True,
                                 name=f"hymarl-env-{w}")
                 p.start()
                 child.close()  # so that a worker's death reads as EOF here
