@@ -188,7 +188,7 @@ class Experiment:
             s.env_stats.setdefault(k, []).extend(v.float().tolist())
         bs = cfg.learner.batch_size
         if c.buffer.can_sample(bs):
-            stats = c.learner.train(c.buffer.sample(bs).to(c.device), s.t_env)
+            stats = c.learner.train(c.buffer.sample(bs).to(c.device), s.t_env, episodes=len(r.returns))
             if s.last_learner_log_t < 0 or s.t_env - s.last_learner_log_t >= cfg.log_interval:
                 c.loggers.log_stats(stats, s.t_env)
                 s.latest.update(stats)

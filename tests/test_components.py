@@ -158,6 +158,22 @@ def test_hard_target_update_copies_every_interval() -> None:
         assert same == (i == 3)
 
 
+def test_hard_target_interval_counts_episodes_of_batched_rollouts() -> None:
+    # PyMARL's clock: an update after a rollout of 4 episodes advances it by 4, so with an
+    # interval of 10 episodes the copies come after updates 3 (12 episodes) and 5 (20)
+    _, c = _components("learner.target_update_interval=10", "learner.batch_size=2")
+    for _ in range(2):
+        c.buffer.insert(c.runner.run(0).batch)
+    tgt = c.learner.targets["mixer"]
+    copied = []
+    for i in range(1, 7):
+        c.learner.train(c.buffer.sample(2), 0, episodes=4)
+        if all(torch.equal(a, b) for a, b in zip(tgt.parameters(), c.learner.mixer.parameters())):
+            copied.append(i)
+    assert copied == [3, 5]
+    assert c.learner.state_dict()["target_clock"] == 24
+
+
 def test_soft_target_update_moves_by_tau() -> None:
     _, c = _components("learner.target_update=soft", "learner.tau=0.5", "learner.batch_size=2")
     for _ in range(2):

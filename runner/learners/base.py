@@ -37,9 +37,10 @@ class LearnerConfig:
     batch_size: int = 32
     """Episodes per update."""
     target_update: str = "hard"
-    """hard (copy every target_update_interval updates) or soft (Polyak with tau every update)."""
+    """hard (copy every target_update_interval episodes) or soft (Polyak with tau every update)."""
     target_update_interval: int = 200
-    """Updates between hard target copies."""
+    """Training episodes between hard target copies, counted as PyMARL does: an update after a
+    rollout of B episodes counts B (with the episode runner, B=1: every N updates)."""
     tau: float = 0.005
     """Polyak rate of soft target updates."""
 
@@ -82,12 +83,14 @@ class BaseLearner:
                 self.params, lr=cfg.lr, alpha=cfg.optim_alpha, eps=cfg.optim_eps, foreach=True
             )
         self.n_updates = 0
+        self.target_clock = 0  # training episodes behind the updates so far (hard target copies)
 
     def loss(self, batch: Any, t_env: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    def train(self, batch: Any, t_env: int) -> dict[str, float]:
-        """One gradient step on `batch`. Returns the stats to log (floats)."""
+    def train(self, batch: Any, t_env: int, episodes: int = 1) -> dict[str, float]:
+        """One gradient step on `batch`, after a rollout of `episodes` new episodes (they advance
+        the hard-target clock). Returns the stats to log (floats)."""
         loss, stats = self.loss(batch, t_env)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -100,17 +103,20 @@ class BaseLearner:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
         self.optimiser.step()
         self.n_updates += 1
-        self._update_targets()
+        self._update_targets(episodes)
         out = {"loss": loss.detach(), "grad_norm": grad_norm.detach(), **stats}
         return {k: float(v) for k, v in out.items()}
 
     @torch.no_grad()
-    def _update_targets(self) -> None:
+    def _update_targets(self, episodes: int) -> None:
         if self.cfg.target_update == "soft":
             for k, tgt in self.targets.items():
                 for tp, p in zip(tgt.parameters(), self.modules[k].parameters()):
                     tp.lerp_(p, self.cfg.tau)
-        elif self.n_updates % self.cfg.target_update_interval == 0:
+            return
+        every, before = self.cfg.target_update_interval, self.target_clock
+        self.target_clock += episodes
+        if self.target_clock // every > before // every:  # crossed a multiple of the interval
             for k, tgt in self.targets.items():
                 tgt.load_state_dict(self.modules[k].state_dict())
 
@@ -121,6 +127,7 @@ class BaseLearner:
             "targets": {k: m.state_dict() for k, m in self.targets.items()},
             "optimiser": self.optimiser.state_dict(),
             "n_updates": self.n_updates,
+            "target_clock": self.target_clock,
         }
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
@@ -134,3 +141,4 @@ class BaseLearner:
             m.load_state_dict(state["targets"][k])
         self.optimiser.load_state_dict(state["optimiser"])
         self.n_updates = state["n_updates"]
+        self.target_clock = state.get("target_clock", self.n_updates)  # older checkpoints: one per update
