@@ -56,9 +56,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 from envs.adapter import AdapterConfig, AdapterEnv
+from envs.pz import plain
 from runner.config import ConfigError
 from runner.registry import ENVS
 
@@ -157,14 +158,10 @@ WRAPPER_KEYS = tuple(f.name for f in dataclasses.fields(SMACv2Config) if f.name 
 """The config fields passed to StarCraftCapabilityEnvWrapper as keywords."""
 
 
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
 def wrapper_kwargs(cfg: Any) -> dict[str, Any]:
     """The wrapper's keywords from an env config (dataclass or DictConfig): a fresh plain dict."""
-    kwargs = {key: _plain(getattr(cfg, key)) for key in WRAPPER_KEYS}
-    kwargs.update(_plain(cfg.extra_kwargs) or {})
+    kwargs = {key: plain(getattr(cfg, key)) for key in WRAPPER_KEYS}
+    kwargs.update(plain(cfg.extra_kwargs) or {})
     return copy.deepcopy(kwargs)
 
 
@@ -204,7 +201,7 @@ def requirements_error(missing: list[str]) -> str:
 def check_capability_config(cap: Any) -> list[str]:
     """Errors in a capability_config, each naming the key and the value."""
     key = "env.capability_config"
-    cap = _plain(cap)
+    cap = plain(cap)
     if not isinstance(cap, dict) or not cap:
         return [
             f"{key}={cap} is invalid: must be a dict with n_units, n_enemies and the scenario "
@@ -434,7 +431,7 @@ class SMACv2Env(AdapterEnv):
         errs = super().check_config(cfg)
         env = cfg.env
         errs += check_capability_config(env.capability_config)
-        for key in _plain(env.extra_kwargs) or {}:
+        for key in plain(env.extra_kwargs) or {}:
             if key == "seed":
                 errs.append("env.extra_kwargs.seed is invalid: the seed is the top-level seed (copy i gets seed + i)")
             elif key in WRAPPER_KEYS:
