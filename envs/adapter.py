@@ -53,6 +53,8 @@ class AdapterConfig(EnvConfig):
     """How an episode that reaches episode_limit counts: truncated (bootstrapped; right for envs
     that report their time limit as done, like LBF and RWARE), terminated, or env (the env's own
     flags; truncated if cut by episode_limit before the env ended it)."""
+    obs_norm: bool = False
+    """Scale observations and the state to [0, 1] by their spaces' bounds (where finite)."""
     obs_kind_flag: bool = True
     """Agents with different observation sizes: append a one-hot of the agent's observation kind."""
     dead_action: int = 0
@@ -139,6 +141,19 @@ def _flat_size(space: Any) -> int:
     return int(np.prod(shape)) if len(shape) else 1
 
 
+def _bounds_scale(space: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(offset, factor) mapping a Box's finite bounds to [0, 1]; identity where a bound is infinite."""
+    size = _flat_size(space)
+    low = np.broadcast_to(np.asarray(getattr(space, "low", -np.inf), np.float64), getattr(space, "shape", ())).reshape(-1)
+    high = np.broadcast_to(np.asarray(getattr(space, "high", np.inf), np.float64), getattr(space, "shape", ())).reshape(-1)
+    if low.size != size:
+        low, high = np.full(size, -np.inf), np.full(size, np.inf)
+    finite = np.isfinite(low) & np.isfinite(high) & (high > low)
+    offset = np.where(finite, low, 0.0).astype(np.float32)
+    factor = np.where(finite, 1.0 / np.where(finite, high - low, 1.0), 1.0).astype(np.float32)
+    return offset, factor
+
+
 def declared_episode_limit(env: Any) -> int | None:
     """The time limit an env declares, looked up where PettingZoo, Gymnasium and SMAC keep it."""
     seen, todo = set(), [env]
@@ -189,6 +204,7 @@ class StandardEnv:
         if n == 0:
             raise ConfigError(f"{label} has no agents (possible_agents is empty)")
         self.obs_sizes, self.n_actions, self.mask_in_obs = [], [], []
+        self.obs_scale: list[tuple[np.ndarray, np.ndarray] | None] = []
         for a in self.agents:
             act = env.action_space(a)
             if not hasattr(act, "n") or getattr(act, "shape", None) not in ((), None):
@@ -198,6 +214,7 @@ class StandardEnv:
                 )
             space, has_mask = _space_parts(env.observation_space(a))
             self.obs_sizes.append(_flat_size(space))
+            self.obs_scale.append(_bounds_scale(space) if cfg.obs_norm else None)
             self.mask_in_obs.append(has_mask)
             self.n_actions.append(int(act.n))
         kinds = sorted(set(self.obs_sizes))
@@ -215,6 +232,7 @@ class StandardEnv:
         if cfg.state == "env" and not self.env_state:
             raise ConfigError(f"env.state=env is invalid: {label} has no state() (use state=auto or concat)")
         self.state_dim = _flat_size(env.state_space) if self.env_state else sum(self.obs_sizes)
+        self.state_scale = _bounds_scale(env.state_space) if (cfg.obs_norm and self.env_state) else None
 
         limit = cfg.episode_limit if cfg.episode_limit is not None else declared_episode_limit(env)
         if limit is None:
@@ -308,7 +326,11 @@ class StandardEnv:
                 info = infos.get(a)
                 if info and "action_mask" in info:
                     mask = info["action_mask"]
-            obs_buf[i, :size] = np.asarray(o, dtype=np.float32).reshape(-1)
+            flat = np.asarray(o, dtype=np.float32).reshape(-1)
+            if self.obs_scale[i] is not None:
+                lo, inv = self.obs_scale[i]
+                flat = (flat - lo) * inv
+            obs_buf[i, :size] = flat
             if mask is None:
                 avail[i] = self._full_rows[i]
             else:
@@ -318,7 +340,10 @@ class StandardEnv:
                 if not m.any():  # nothing available: the agent can only wait
                     avail[i, dead] = True
         if self.env_state:
-            self._state[:] = np.asarray(self.env.state(), dtype=np.float32).reshape(-1)
+            state = np.asarray(self.env.state(), dtype=np.float32).reshape(-1)
+            if self.state_scale is not None:
+                state = (state - self.state_scale[0]) * self.state_scale[1]
+            self._state[:] = state
         elif self._same_size:
             self._state[:] = self._obs[:, : self.obs_sizes[0]].reshape(-1)
         else:

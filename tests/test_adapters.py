@@ -299,6 +299,21 @@ def test_obs_kind_flag_can_be_turned_off() -> None:
         env.close()
 
 
+def test_obs_norm_scales_lbf_observations_by_their_bounds() -> None:
+    raw, norm = _sync("+env=lbf", n=1), _sync("+env=lbf", "env.obs_norm=true", n=1)
+    try:
+        a, b = raw.reset(), norm.reset()
+        # LBF's observation space is Box(low=-1, high=7 or 4 or 2 per feature): (x - low) / (high - low)
+        space = norm.envs[0].env.observation_space("agent_0")
+        low, high = torch.tensor(space.low), torch.tensor(space.high)
+        assert torch.allclose(b.obs, (a.obs - low) / (high - low))
+        assert b.obs.min() >= 0 and b.obs.max() <= 1 and a.obs.max() > 1
+        assert torch.allclose(b.state, b.obs.reshape(1, -1))  # the concatenated state is scaled too
+    finally:
+        raw.close()
+        norm.close()
+
+
 # -- 3. termination vs truncation -------------------------------------------------------------
 def test_simple_spread_ends_at_max_cycles_as_truncated() -> None:
     env = _sync("+env=pz_simple_spread", n=2)
