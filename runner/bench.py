@@ -7,7 +7,7 @@ Each config runs in its own subprocess (``--one NAME``), so that its peak RSS is
 two-step with the episode runner (B=1) and the parallel runner (B=64, B=1024; natively batched),
 and Level-Based Foraging (``Foraging-8x8-2p-3f-v3``, a Python env) at PyMARL-family defaults
 (Adam 5e-4, batch 32 episodes, buffer 5000, 64-unit feed-forward agent with agent-id input,
-epsilon 1 -> 0.05 over 50k, target update every 200 updates) with the episode runner (B=1, in
+epsilon 1 -> 0.05 over 50k, target copy every 200 episodes) with the episode runner (B=1, in
 process) and the parallel runner (B=8 copies in 2 worker processes, in 1, and in this process).
 The numbers:
 
@@ -114,11 +114,11 @@ def env_step_us(seconds: float) -> float:
     env = gymnasium.make(LBF_KEY, disable_env_checker=True)
     env.reset(seed=0)
     env.action_space.seed(0)
-    acts = [env.action_space.sample() for _ in range(4096)]
+    acts = [env.action_space.sample() for _ in range(256)]
 
     def step() -> int:
         n = 0
-        for a in acts[:256]:
+        for a in acts:
             _, _, done, trunc, _ = env.step(a)
             n += 1
             if done or trunc:
