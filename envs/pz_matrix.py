@@ -119,28 +119,21 @@ class _MatrixParallelEnvImpl:
         self.agents: list[str] = []
         self.render_mode = None
         self.state_space = spaces.Box(OBS_LOW, OBS_HIGH, shape=(env.spec.state_dim,), dtype=np.float32)
-        # the dict attributes some frameworks read instead of the methods (the same space objects)
-        self.observation_spaces = {a: self.observation_space(a) for a in self.possible_agents}
-        self.action_spaces = {a: self.action_space(a) for a in self.possible_agents}
+        # PettingZoo requires the same space object on every call; some frameworks read these dicts
+        self.observation_spaces = {
+            a: spaces.Box(OBS_LOW, OBS_HIGH, shape=(env.spec.obs_dim,), dtype=np.float32) for a in self.possible_agents
+        }
+        self.action_spaces = {a: spaces.Discrete(env.spec.n_actions) for a in self.possible_agents}
         self._ob: Observation | None = None
         self._t = 0
 
-    # PettingZoo requires the same space object on every call and recommends lru_cache(maxsize=None)
-    # for it (functools.cache is that). The cache keeps a reference to each env (B019): a few
-    # kilobytes per env ever built.
-    @functools.cache  # noqa: B019
     def observation_space(self, agent: str) -> Any:
-        from gymnasium import spaces
-
         self._check_agent(agent)
-        return spaces.Box(OBS_LOW, OBS_HIGH, shape=(self.spec.obs_dim,), dtype=np.float32)
+        return self.observation_spaces[agent]
 
-    @functools.cache  # noqa: B019
     def action_space(self, agent: str) -> Any:
-        from gymnasium import spaces
-
         self._check_agent(agent)
-        return spaces.Discrete(self.spec.n_actions)
+        return self.action_spaces[agent]
 
     def _check_agent(self, agent: str) -> None:
         if agent not in self.possible_agents:
