@@ -12,13 +12,13 @@ PORT ?= 5000
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## build .venv/ (CPU torch 2.13.0 first, then hymarl editable with the dev and envs extras)
+install: $(STAMP) ## build .venv/ (CPU torch 2.13.0 first, then hymarl editable with the dev, envs, sweep and sacred extras)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,envs]"
+	$(PY) -m pip install -q -e ".[dev,envs,sweep,sacred]"
 	@touch $@
 
 run: install ## train QMIX on the two-step game, logged to MLflow (outputs/mlflow.db)

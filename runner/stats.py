@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     from mlflow.tracking import MlflowClient
 
-    from runner.logging.mlflow_logger import default_tracking_uri
+    from runner.tracking import default_tracking_uri
 
     print(table(MlflowClient(default_tracking_uri()), args.experiment, args.metric, args.at, args.group_by, args.status))
 

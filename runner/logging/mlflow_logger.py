@@ -9,7 +9,6 @@ already logged are not logged again, so a resumed run has no duplicated metric s
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from omegaconf import MISSING
 
 from runner.logging.base import Logger, RunInfo
 from runner.registry import LOGGERS
+from runner.tracking import default_tracking_uri, ensure_experiment
 
 MAX_PARAM_LEN = 6000
 
@@ -34,33 +34,6 @@ class MLflowLoggerConfig:
     log_checkpoint: bool = True
     """Upload the final checkpoint as an artifact."""
     name: str = MISSING
-
-
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'outputs' / 'mlflow.db'}"
-
-
-def default_artifact_root(tracking_uri: str) -> str | None:
-    """Artifact root for a new experiment in a local SQLite store (None: let the server decide)."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///") :])
-        return (db.parent / "mlartifacts").resolve().as_uri()
-    return None
-
-
-def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=default_artifact_root(tracking_uri))
-    except Exception:  # created by a concurrent job in the meantime
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
