@@ -182,6 +182,10 @@ def validate(cfg: DictConfig) -> None:
             checker = getattr(registry.ALL[group].get(name), "check_config", None)
             if checker is not None:
                 errors.extend(checker(cfg))
+    for lname in cfg.logger or {}:  # e.g. an optional package missing, a tracking server down
+        checker = getattr(registry.LOGGERS.get(lname), "check_config", None)
+        if checker is not None:
+            errors.extend(checker(cfg))
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
