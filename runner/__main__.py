@@ -57,31 +57,87 @@ def _remove_if_empty(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def _objective(result) -> float | None:
+    """What a job returns to the sweeper (optuna maximises it): the final greedy test return."""
+    v = result.stats.get("test_return_mean")
+    return float(v) if v is not None else None
+
+
+def prepare_sweep_job(cfg: DictConfig, hc) -> tuple[DictConfig, dict | None]:
+    """A job of a sweep that is run again (same sweep dir): skip it when it finished, resume it from
+    its latest checkpoint when it did not. Returns (config, the finished job's status or None)."""
+    from runner import checkpoint, sweep
+
+    job_dir = Path(hc.runtime.output_dir)
+    cb = OmegaConf.select(hc, "callbacks.mlflow_sweep", default=None)
+    if cb is None or not cb.get("resume", True) or cfg.resume or cfg.checkpoint or cfg.evaluate:
+        return cfg, None
+    ckpts = sorted((job_dir / "checkpoints").glob("step_*.pt")) if (job_dir / "checkpoints").is_dir() else []
+    if not ckpts:
+        return cfg, None
+    prev = sweep.previous_job(job_dir)
+    ckpt_path, data = checkpoint.load(job_dir)
+    checkpoint.check_resume_config(data["config"], OmegaConf.to_container(cfg, resolve=True), ckpt_path)
+    if prev and prev["status"] == "FINISHED" and data["loop"]["t_env"] >= cfg.t_max:
+        print(f"[sweep] job {hc.job.num} finished in an earlier run of this sweep ({job_dir}): skipped")
+        return cfg, prev
+    print(f"[sweep] job {hc.job.num} resumes from {ckpt_path} (t_env={data['loop']['t_env']:,})")
+    with open_dict(cfg):
+        cfg.resume = str(job_dir)
+    return cfg, None
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def app(cfg: DictConfig) -> None:
-    from runner import experiment
+def app(cfg: DictConfig) -> float | None:
+    """One run; in a sweep (-m), one job: errors are raised (Hydra records the job as failed and the
+    other jobs go on) instead of exiting, and the final test return is returned to the sweeper."""
+    from hydra.types import RunMode
+
+    from runner import experiment, sweep
 
     hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
     try:
         missing = [g for g in ("algo", "env") if not hc.runtime.choices.get(g)]
         if missing and (cfg.resume or cfg.checkpoint):
             cfg = config_from_checkpoint(cfg)
         else:
             check_required_groups(hc.runtime.choices)
-        result = experiment.run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+        tags: dict[str, str] = {}
+        name = None
+        if multirun:
+            cfg, done = prepare_sweep_job(cfg, hc)
+            if done is not None:
+                return done.get("value")
+            tags = sweep.job_tags(hc.sweep.dir, hc.job.num, list(hc.overrides.task))
+            name = sweep.job_run_name(cfg, hc.sweep.dir, hc.job.num)
+        result = experiment.run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task), extra_tags=tags,
+                                run_name=name)
     except ConfigError as exc:
         _remove_if_empty(Path(hc.runtime.output_dir))
+        if multirun:
+            raise
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(2)
     except NonFiniteLossError as exc:
+        if multirun:
+            raise
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(1)
     if result.exit_code:
+        if multirun:  # Ctrl-C stops the sweep; a re-run of the same sweep dir resumes from the checkpoint
+            sweep.write_job_status(Path(hc.runtime.output_dir), "KILLED", f"stopped by a signal at t_env={result.t_env}", None)
+            raise KeyboardInterrupt
         sys.exit(result.exit_code)
+    return _objective(result)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

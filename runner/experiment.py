@@ -285,8 +285,15 @@ def run_info(
     return RunInfo(resolved, tags, name, run_dir, hydra_dir)
 
 
-def run(cfg: DictConfig, hydra_dir: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunResult:
-    """Train (or evaluate) as configured. Every check that can fail runs before a run is created."""
+def run(
+    cfg: DictConfig,
+    hydra_dir: Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    extra_tags: dict[str, str] | None = None,
+    run_name: str | None = None,
+) -> RunResult:
+    """Train (or evaluate) as configured. Every check that can fail runs before a run is created.
+    ``extra_tags``/``run_name``: a sweep's job makes its run a child of the sweep's parent run."""
     validate(cfg)
     device = resolve_device(cfg.device)
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -313,6 +320,9 @@ def run(cfg: DictConfig, hydra_dir: Path | None = None, overrides: list[str] | t
     stop = StopRequest()
     exp = Experiment(cfg, comps, run_dir, stop)
     info = run_info(cfg, resolved, run_dir, hydra_dir, list(overrides), "evaluate" if cfg.evaluate else "train")
+    info.tags.update(extra_tags or {})
+    if run_name:
+        info.run_name = run_name
     if cfg.resume:
         exp.restore(ckpt, ckpt_path)  # type: ignore[arg-type]
         info.resume_state = ckpt["loggers"]  # type: ignore[index]

@@ -1,0 +1,357 @@
+"""Sweeps (``python -m runner -m ...``) as one MLflow parent run with a child run per job.
+
+A Hydra callback (``hydra.callbacks.mlflow_sweep`` in conf/hydra/default.yaml) does the
+launcher-side work, whatever the launcher (basic, joblib, submitit, ray) or sweeper (basic, optuna):
+
+- ``on_multirun_start``: checks the tracking server, creates the SQLite store and the experiment
+  *once* (concurrent jobs creating a fresh store race on its migrations), then creates the parent
+  run -- or reopens it when the same sweep dir is run again -- and writes ``mlflow_sweep.json``
+  into the sweep dir. Every job reads that file (it works across processes and cluster nodes
+  sharing the sweep dir) to tag its run as a child.
+- ``on_job_end`` (in the job's process): writes ``job_status.json`` into the job's dir: its status,
+  error and objective. Counting these files catches jobs that failed before they had a run.
+- ``on_multirun_end`` (or, when the sweeper raised for a failed job, an atexit hook): counts the
+  jobs, logs ``jobs_*`` metrics and the failed jobs on the parent, the optuna study's best params,
+  a report of the children (``runner.report``) as artifacts, and sets the parent's status: FINISHED
+  only when every job finished. A sweep with a failed job exits non-zero.
+
+Re-running a sweep with the same ``hydra.sweep.dir`` skips the jobs that finished and resumes the
+others from their latest checkpoint (``hydra.callbacks.mlflow_sweep.resume=false`` starts them
+over); the children keep their MLflow runs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+SWEEP_FILE = "mlflow_sweep.json"
+JOB_FILE = "job_status.json"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+NAME_KEYS = {"algo", "env", "seed", "experiment"}  # keys the default run name already shows
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _override_key(key: str) -> str:
+    return key.lstrip("+~")
+
+
+def sweep_overrides(task_overrides: list[str]) -> dict[str, str]:
+    """{key: value text} of the overrides that sweep (``seed=0,1,2``, ``+algo=qmix,vdn``, ranges...)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = {}
+    for o in OverridesParser.create().parse_overrides(task_overrides):
+        if o.is_sweep_override():
+            out[_override_key(o.key_or_group)] = (o.input_line or "").partition("=")[2]
+    return out
+
+
+def expected_jobs(cfg: DictConfig, task_overrides: list[str]) -> int | None:
+    """How many jobs the sweep launches (basic sweeper: the product of the lists; optuna: n_trials)."""
+    target = OmegaConf.select(cfg, "hydra.sweeper._target_", default="")
+    try:
+        if target == BASIC_SWEEPER:
+            from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+            return sum(len(b) for b in BasicSweeper.split_arguments(task_overrides, None))
+        if "optuna" in str(target):
+            return int(cfg.hydra.sweeper.n_trials)
+    except Exception:
+        return None
+    return None
+
+
+def _mlflow_logger_cfg(cfg: DictConfig) -> DictConfig | None:
+    node = OmegaConf.select(cfg, "logger.mlflow", default=None)
+    return node if isinstance(node, DictConfig) else None
+
+
+def read_sweep_file(sweep_dir: str | Path) -> dict[str, Any] | None:
+    f = Path(sweep_dir) / SWEEP_FILE
+    if not f.is_file():
+        return None
+    return json.loads(f.read_text())
+
+
+# -- the job's side ---------------------------------------------------------------------------------
+def job_tags(sweep_dir: str | Path, job_num: int, task_overrides: list[str]) -> dict[str, str]:
+    """Tags that make a job's run a child of the sweep's parent run (empty when there is none)."""
+    info = read_sweep_file(sweep_dir)
+    if not info:
+        return {}
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    varying = set(info.get("varying", []))
+    mine = [
+        f"{_override_key(o.key_or_group)}={o.value()}"
+        for o in OverridesParser.create().parse_overrides(task_overrides)
+        if _override_key(o.key_or_group) in varying
+    ]
+    return {
+        "mlflow.parentRunId": info["parent_run_id"],
+        "sweep_id": info["sweep_id"],
+        "sweep_job": str(job_num),
+        "sweep_overrides": " ".join(mine),
+    }
+
+
+def job_run_name(cfg: DictConfig, sweep_dir: str | Path, job_num: int) -> str | None:
+    """``qmix-twostep-s3`` as for single runs; with a '#<job>' suffix when the sweep varies other
+    keys too (e.g. an optuna study), so the UI list tells the jobs apart."""
+    info = read_sweep_file(sweep_dir)
+    if cfg.run_name or not info:
+        return None
+    base = f"{cfg.algo_name}-{cfg.env.label}-s{cfg.seed}"
+    extra = set(info.get("varying", [])) - NAME_KEYS
+    return f"{base}-#{job_num}" if extra else None
+
+
+def previous_job(job_dir: Path) -> dict[str, Any] | None:
+    f = job_dir / JOB_FILE
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def write_job_status(job_dir: Path, status: str, error: str | None, value: Any, run_id: str | None = None) -> None:
+    data = {"status": status, "error": error, "value": value, "run_id": run_id, "time": time.time()}
+    job_dir.mkdir(parents=True, exist_ok=True)
+    tmp = job_dir / (JOB_FILE + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, job_dir / JOB_FILE)
+
+
+# -- the launcher's side ------------------------------------------------------------------------------
+class MLflowSweepCallback(Callback):
+    """Parent run per sweep; see the module docstring. Options (``hydra.callbacks.mlflow_sweep.*``):
+    ``report`` (write and log the report at the end), ``resume`` (re-running a sweep dir skips
+    finished jobs and resumes the others)."""
+
+    def __init__(self, report: bool = True, resume: bool = True) -> None:
+        self.report = report
+        self.resume = resume
+        self._state: dict[str, Any] | None = None
+        self._finished = False
+
+    # Hydra calls these -------------------------------------------------------------------------
+    # Hydra turns a callback's exceptions into warnings: what must stop the sweep exits instead.
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from runner.config import ConfigError
+
+        try:
+            self._state = start_parent(config)
+        except ConfigError as exc:  # e.g. the tracking server is down: no job starts
+            print(f"Error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        if self._state is not None:
+            atexit.register(self._at_exit)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._state is None or self._finished:
+            return
+        self._finished = True
+        summary = finish_parent(self._state, report=self.report)
+        if summary["failed"] or summary["not_run"]:
+            print(f"Error: {summary['message']}", file=sys.stderr)
+            sys.exit(1)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.get().mode.name != "MULTIRUN":
+            return
+        job_dir = Path(HydraConfig.get().runtime.output_dir)
+        if job_return.status == JobStatus.COMPLETED:
+            value = job_return._return_value
+            write_job_status(job_dir, "FINISHED", None, value if isinstance(value, (int, float)) else None)
+        else:
+            exc = job_return._return_value
+            status = "KILLED" if isinstance(exc, JobInterrupted) else "FAILED"
+            write_job_status(job_dir, status, f"{type(exc).__name__}: {exc}", None)
+
+    def _at_exit(self) -> None:
+        """The basic sweeper raises the first failed job's error before on_multirun_end: the parent
+        still gets its counts and status."""
+        if self._state is None or self._finished:
+            return
+        self._finished = True
+        try:
+            finish_parent(self._state, report=self.report)
+        except Exception as exc:  # at exit there is nobody left to raise to
+            print(f"warning: could not finish the sweep's MLflow parent run: {exc}")
+
+
+class JobInterrupted(RuntimeError):
+    """A job stopped by SIGINT/SIGTERM; its checkpoint lets a re-run of the sweep resume it."""
+
+
+def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
+    """Create (or reopen) the sweep's parent run; None when the sweep does not log to MLflow."""
+    from runner import tracking
+    from runner.experiment import git_commit
+
+    mcfg = _mlflow_logger_cfg(cfg)
+    if mcfg is None:
+        return None
+    uri = mcfg.get("tracking_uri") or tracking.default_tracking_uri()
+    experiment = mcfg.get("experiment_name") or "hymarl"
+    sweep_dir = Path(str(cfg.hydra.sweep.dir)).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    task = [str(o) for o in cfg.hydra.overrides.task]
+    varying = sweep_overrides(task)
+    search = OmegaConf.select(cfg, "hydra.sweeper.params", default=None)
+    if search:
+        varying.update({str(k): str(v) for k, v in search.items()})
+
+    client = tracking.client_for(uri)  # fails in seconds when a server is down
+    exp_id = tracking.ensure_experiment(client, experiment, uri)  # the store's migrations run here, once
+    previous = read_sweep_file(sweep_dir)
+    if previous and previous.get("tracking_uri") == uri:
+        run_id = previous["parent_run_id"]
+        tracking.retry(client.update_run, run_id, status="RUNNING")
+        reruns = int(client.get_run(run_id).data.tags.get("sweep_reruns", "0")) + 1
+        tracking.retry(client.set_tag, run_id, "sweep_reruns", str(reruns))
+        tracking.retry(client.set_tag, run_id, "sweep_rerun_overrides", " ".join(task))
+        info = {**previous, "varying": sorted(varying)}
+        print(f"[sweep] re-running {sweep_dir}: MLflow parent run {run_id} reopened")
+    else:
+        sweep_id = uuid.uuid4().hex[:8]
+        leaf = "/".join(sweep_dir.parts[-2:])
+        name = f"sweep {leaf}: {' '.join(task)}"[:250]
+        commit = git_commit()
+        launcher = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="")).rsplit(".", 1)[-1]
+        sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1]
+        n_jobs = expected_jobs(cfg, task)
+        tags = {
+            "mode": "sweep",
+            "sweep_id": sweep_id,
+            "sweep_dir": str(sweep_dir),
+            "hydra_overrides": " ".join(task),
+            "varying": " ".join(sorted(varying)),
+            "launcher": launcher,
+            "sweeper": sweeper,
+            "git_commit": commit,
+            "mlflow.source.git.commit": commit,
+        }
+        if n_jobs is not None:
+            tags["jobs_expected"] = str(n_jobs)
+        run = tracking.retry(client.create_run, exp_id, run_name=name, tags=tags)
+        run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        params = [Param(_param_key(k), v[:6000]) for k, v in varying.items()]
+        for o in task:  # the fixed overrides too, so the parent says what every child shares
+            k, _, v = o.partition("=")
+            if _override_key(k) not in varying:
+                params.append(Param(_param_key(k), v[:6000]))
+        if params:
+            tracking.retry(client.log_batch, run_id, params=params, synchronous=True)
+        info = {"parent_run_id": run_id, "sweep_id": sweep_id, "tracking_uri": uri, "experiment_id": exp_id,
+                "experiment": experiment, "sweep_dir": str(sweep_dir), "varying": sorted(varying)}
+        print(f"[sweep] MLflow parent run {run_id} ({name}) in {uri}")
+    tmp = sweep_dir / (SWEEP_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, sweep_dir / SWEEP_FILE)
+    return {**info, "started": time.time(), "expected": expected_jobs(cfg, task)}
+
+
+def _param_key(key: str) -> str:
+    return _override_key(key).replace("@", ".").replace("/", ".")
+
+
+def job_statuses(sweep_dir: Path) -> dict[str, dict[str, Any]]:
+    """{job dir name: job_status.json} for the sweep's jobs."""
+    out = {}
+    for f in sorted(sweep_dir.glob(f"*/{JOB_FILE}")):
+        try:
+            out[f.parent.name] = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def finish_parent(state: dict[str, Any], report: bool = True) -> dict[str, Any]:
+    """Count the jobs, log the summary (and optuna's best params, and the report) on the parent run,
+    and set its status. Returns {"failed": n, "message": str, ...}."""
+    from mlflow.entities import Metric, Param
+
+    from runner import tracking
+
+    client = tracking.client_for(state["tracking_uri"])
+    run_id, sweep_dir = state["parent_run_id"], Path(state["sweep_dir"])
+    jobs = job_statuses(sweep_dir)
+    by_status: dict[str, list[str]] = {}
+    for name, j in jobs.items():
+        by_status.setdefault(j["status"], []).append(name)
+    n_done = len(jobs)
+    expected = state.get("expected")
+    finished = len(by_status.get("FINISHED", []))
+    failed = len(by_status.get("FAILED", []))
+    killed = len(by_status.get("KILLED", []))
+    not_run = max(0, expected - n_done) if expected else 0
+    now = int(time.time() * 1000)
+    metrics = {"jobs_finished": finished, "jobs_failed": failed, "jobs_killed": killed, "jobs_not_run": not_run,
+               "sweep_wall_time_s": round(time.time() - state["started"], 1)}
+    tracking.retry(client.log_batch, run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                   synchronous=True)
+    errors = [f"job {n}: {jobs[n]['error']}" for n in by_status.get("FAILED", [])]
+    if errors:
+        tracking.retry(client.set_tag, run_id, "failed_jobs", "\n".join(errors)[:5000])
+
+    results = sweep_dir / "optimization_results.yaml"
+    if results.is_file():
+        best = OmegaConf.to_container(OmegaConf.load(results))
+        if isinstance(best, dict) and "best_params" in best:
+            params = [Param(f"best.{_param_key(str(k))}", str(v)) for k, v in best["best_params"].items()]
+            try:
+                tracking.retry(client.log_batch, run_id, params=params, synchronous=True)
+            except Exception as exc:  # a re-run whose study found other best params: params are immutable
+                print(f"warning: could not log the best params on the parent run: {exc}")
+            tracking.retry(client.log_batch, run_id,
+                           metrics=[Metric("best_value", float(best["best_value"]), now, 0)], synchronous=True)
+        tracking.retry(client.log_artifact, run_id, str(results))
+    multirun_yaml = sweep_dir / "multirun.yaml"
+    if multirun_yaml.is_file():
+        tracking.retry(client.log_artifact, run_id, str(multirun_yaml))
+
+    if report and finished:
+        try:
+            from runner.report import log_report, select_runs, write_report
+
+            runs = select_runs(client, parent=run_id)
+            if runs:
+                out = write_report(client, runs, sweep_dir / "report", title=f"sweep {state['sweep_id']}")
+                log_report(client, run_id, out.parent)
+                print(f"[sweep] report: {out}")
+        except Exception:  # the report is a convenience: never lose the sweep's status over it
+            print(f"warning: the sweep report failed:\n{traceback.format_exc()}")
+
+    bad = failed + killed + not_run
+    total = n_done + not_run
+    if bad:
+        parts = [f"{failed} failed" if failed else "", f"{killed} interrupted" if killed else "",
+                 f"{not_run} not run" if not_run else ""]
+        message = f"{bad} of {total} jobs did not finish ({', '.join(p for p in parts if p)})"
+        if errors:
+            message += ":\n  " + "\n  ".join(errors)
+        status = "KILLED" if not failed and (killed or not_run) else "FAILED"
+        tracking.retry(client.set_tag, run_id, "error", message[:5000])
+    else:
+        message = f"all {total} jobs finished"
+        status = "FINISHED"
+        if "error" in client.get_run(run_id).data.tags:
+            client.delete_tag(run_id, "error")
+    tracking.retry(client.set_terminated, run_id, status=status)
+    print(f"[sweep] {message}; MLflow parent run {run_id}: {status}")
+    return {"failed": failed + killed, "not_run": not_run, "finished": finished, "message": message,
+            "status": status}
