@@ -64,8 +64,10 @@ def expected_jobs(cfg: DictConfig, task_overrides: list[str]) -> int | None:
     try:
         if target == BASIC_SWEEPER:
             from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+            from hydra.core.override_parser.overrides_parser import OverridesParser
 
-            return sum(len(b) for b in BasicSweeper.split_arguments(task_overrides, None))
+            parsed = OverridesParser.create().parse_overrides(task_overrides)
+            return sum(len(b) for b in BasicSweeper.split_arguments(parsed, None))
         if "optuna" in str(target):
             return int(cfg.hydra.sweeper.n_trials)
     except Exception:
