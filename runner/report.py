@@ -1,0 +1,642 @@
+"""Aggregate report of MLflow runs: learning curves and a statistics table per env.
+
+    python -m runner.report                                   # FINISHED runs of experiment 'hymarl'
+    python -m runner.report --experiment mstep-paper --threshold mstep=8 --threshold twostep=7.5
+    python -m runner.report --parent <sweep run id>           # the children of one sweep, any experiment
+    python -m runner.report --filter "params.lr = '0.0005'" --metric return_mean --out outputs/lr-report
+    make report REPORT_ARGS="--parent <sweep run id>"
+
+Selection: the runs of the experiment (with ``--parent``: only the children of that run, tag
+``mlflow.parentRunId``, in any experiment) with the given status (``--status ALL``: any), ANDed with
+``--filter`` (an MLflow search filter string). Sweep parents (tag ``mode=sweep``) and evaluation runs
+(``mode=evaluate``) are left out, and so are runs that never logged the metric.
+
+Runs are grouped per env (tag ``env``) and, within an env, per algo (the tag ``--group-by``); the
+runs of a group are its seeds. Written to ``--out`` (default ``outputs/report``, with ``--parent``
+``outputs/report/<parent id>``):
+
+* ``<env>.png``: mean learning curve of each group with a 95% bootstrap confidence band of the mean;
+* ``report.md``, ``report.html`` (self-contained: figures embedded as base64 PNG), ``report.json``
+  (every number, machine-readable): a table per env with, per group, the seeds, the mean and the
+  IQM of the final values, a 95% bootstrap CI of the mean, and the median steps to a threshold.
+
+With ``--parent`` the same files are also logged as artifacts of the parent run under ``report/``.
+Statistics (all deterministic):
+
+* final value of a run: the value logged at its last step (the latest one when a step was logged twice);
+* IQM: see :func:`iqm`; CI: see :func:`bootstrap_ci` (percentile bootstrap, 2000 resamples, seed 0);
+* curves: see :func:`align_curves`;
+* steps to threshold: see :func:`steps_to_threshold` and :func:`median_steps`; the threshold of an
+  env is ``--threshold ENV=VALUE``, else 90% of the best final mean among the env's groups (for a
+  negative best mean: best - 10% of |best|, so that it stays below the best).
+
+mlflow and matplotlib are imported lazily: they cost seconds of start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runner.tracking import retry
+
+N_BOOT = 2000
+SEED = 0
+LEVEL = 0.95
+DEFAULT_FRACTION = 0.9
+FILES = ("report.md", "report.html", "report.json")
+
+Points = list[tuple[int, float]]
+
+
+class ReportError(ValueError):
+    """Nothing to report (unknown experiment or parent, no matching runs): exit code 2 on the CLI."""
+
+
+@dataclass
+class RunSeries:
+    """One run's history of the metric, sorted by step, one value per step."""
+
+    run_id: str
+    run_name: str
+    env: str
+    group: str
+    seed: str
+    points: Points
+
+
+# --- statistics (pure) ------------------------------------------------------------------------------------
+
+
+def history_points(history: Sequence[Any]) -> Points:
+    """(step, value) pairs of an MLflow metric history, sorted by step; of a step logged more than
+    once, the latest value (by timestamp, then by log order)."""
+    latest: dict[int, tuple[int, int, float]] = {}
+    for i, m in enumerate(history):
+        step, key = int(m.step), (int(m.timestamp), i)
+        if step not in latest or key >= latest[step][:2]:
+            latest[step] = (*key, float(m.value))
+    return [(step, latest[step][2]) for step in sorted(latest)]
+
+
+def final_value(points: Points) -> float:
+    """The value at the run's last logged step."""
+    return points[-1][1]
+
+
+def iqm(values: Sequence[float]) -> float:
+    """Interquartile mean: sort the n values, drop floor(n/4) values from each end, and average the
+    rest (n=1..3: the plain mean; n=4: the mean of the middle 2; n=8: the mean of the middle 4;
+    n=10: floor(10/4)=2 dropped from each end, the mean of the middle 6)."""
+    xs = sorted(values)
+    if not xs:
+        raise ValueError("iqm of no values")
+    k = len(xs) // 4
+    return float(np.mean(xs[k : len(xs) - k]))
+
+
+def bootstrap_band(
+    matrix: np.ndarray, n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap confidence interval of the column means of ``matrix`` (rows = runs,
+    columns = steps). The rows are resampled with replacement ``n_boot`` times (the same resamples
+    for every column, drawn by ``numpy.random.default_rng(seed)``: deterministic); the interval is
+    the (1-level)/2 and (1+level)/2 percentiles (numpy's linear interpolation) of the resampled means.
+    A column whose values are all equal gets the point interval [mean, mean]."""
+    m = np.asarray(matrix, dtype=float)
+    if m.ndim != 2 or m.shape[0] == 0:
+        raise ValueError("bootstrap of no values")
+    n, cols = m.shape
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    weights = np.stack([np.bincount(row, minlength=n) for row in idx]) / n  # (n_boot, n)
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    lo, hi = np.empty(cols), np.empty(cols)
+    for start in range(0, cols, 256):  # bounded memory: n_boot x 256 means at a time
+        block = weights @ m[:, start : start + 256]
+        lo[start : start + 256], hi[start : start + 256] = np.percentile(block, q, axis=0)
+    const = np.ptp(m, axis=0) == 0
+    mean = m.mean(axis=0)
+    lo[const], hi[const] = mean[const], mean[const]
+    return lo, hi
+
+
+def bootstrap_ci(
+    values: Sequence[float], n_boot: int = N_BOOT, seed: int = SEED, level: float = LEVEL
+) -> tuple[float, float]:
+    """95% percentile-bootstrap confidence interval of the mean of ``values`` (see :func:`bootstrap_band`)."""
+    lo, hi = bootstrap_band(np.asarray(values, dtype=float)[:, None], n_boot, seed, level)
+    return float(lo[0]), float(hi[0])
+
+
+def steps_to_threshold(points: Points, threshold: float) -> int | None:
+    """The first logged step whose value is >= ``threshold``; None if the run never reaches it."""
+    return next((step for step, value in points if value >= threshold), None)
+
+
+def median_steps(steps: Sequence[int | None]) -> float | None:
+    """Median of the steps to threshold over all n runs, an unreached run counting as infinity; None
+    when the median itself is unreached (more than half, or with an even n half, never reached it)."""
+    xs = [math.inf if s is None else float(s) for s in steps]
+    if not xs:
+        return None
+    med = float(np.median(xs))
+    return None if math.isinf(med) else med
+
+
+def align_curves(series: Sequence[Points]) -> tuple[list[int], np.ndarray]:
+    """Put runs on a common grid of steps: the sorted union of the runs' logged steps from the largest
+    of their first steps up to the smallest of their last steps (where every run has a value); the
+    value of a run at a grid step is its last value logged at or before that step. Returns the grid
+    and a (runs x grid) matrix; an empty grid when the runs' step ranges do not overlap."""
+    if not series:
+        return [], np.empty((0, 0))
+    start = max(pts[0][0] for pts in series)
+    end = min(pts[-1][0] for pts in series)
+    grid = sorted({step for pts in series for step, _ in pts if start <= step <= end})
+    matrix = np.empty((len(series), len(grid)))
+    for i, pts in enumerate(series):
+        steps = np.array([s for s, _ in pts])
+        values = np.array([v for _, v in pts])
+        matrix[i] = values[np.searchsorted(steps, grid, side="right") - 1]
+    return grid, matrix
+
+
+def default_threshold(final_means: dict[str, float]) -> tuple[float, str]:
+    """90% of the best final mean (best - 10% of |best| when it is negative) and where it came from."""
+    best_group = max(final_means, key=lambda g: final_means[g])
+    best = final_means[best_group]
+    value = best - (1 - DEFAULT_FRACTION) * abs(best)
+    return value, f"default: 90% of the best final mean ({fmt(best)}, {best_group})"
+
+
+# --- the report's numbers (pure) --------------------------------------------------------------------------
+
+
+def _none_if_inf(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def summarize_group(runs: Sequence[RunSeries], threshold: float) -> dict[str, Any]:
+    """The numbers of one group of runs (one algo in one env)."""
+    finals = [final_value(r.points) for r in runs]
+    steps = [steps_to_threshold(r.points, threshold) for r in runs]
+    lo, hi = bootstrap_ci(finals)
+    grid, matrix = align_curves([r.points for r in runs])
+    curve: dict[str, list[Any]] = {"steps": grid, "mean": [], "ci_low": [], "ci_high": []}
+    if grid:
+        band_lo, band_hi = bootstrap_band(matrix)
+        curve.update(mean=matrix.mean(axis=0).tolist(), ci_low=band_lo.tolist(), ci_high=band_hi.tolist())
+    return {
+        "seeds": len(runs),
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "run_name": r.run_name,
+                "seed": r.seed,
+                "final_step": r.points[-1][0],
+                "final_value": f,
+                "steps_to_threshold": s,
+            }
+            for r, f, s in zip(runs, finals, steps)
+        ],
+        "final_mean": float(np.mean(finals)),
+        "iqm": iqm(finals),
+        "ci95": [lo, hi],
+        "final_steps": [min(r.points[-1][0] for r in runs), max(r.points[-1][0] for r in runs)],
+        "reached": sum(s is not None for s in steps),
+        "median_steps_to_threshold": _none_if_inf(median_steps(steps)),
+        "curve": curve,
+    }
+
+
+def build_report(
+    series: Sequence[RunSeries],
+    metric: str,
+    thresholds: dict[str, float] | None = None,
+    group_by: str = "algo",
+    title: str | None = None,
+) -> dict[str, Any]:
+    """All numbers of the report (JSON-able): per env, its threshold and a summary per group."""
+    by_env: dict[str, dict[str, list[RunSeries]]] = defaultdict(lambda: defaultdict(list))
+    for s in series:
+        by_env[s.env][s.group].append(s)
+    thresholds = thresholds or {}
+    envs: dict[str, Any] = {}
+    for env in sorted(by_env):
+        groups = by_env[env]
+        if env in thresholds:
+            threshold, source = float(thresholds[env]), "--threshold"
+        else:
+            threshold, source = default_threshold(
+                {g: float(np.mean([final_value(r.points) for r in rs])) for g, rs in groups.items()}
+            )
+        envs[env] = {
+            "threshold": threshold,
+            "threshold_source": source,
+            "figure": figure_name(env),
+            "groups": {g: summarize_group(groups[g], threshold) for g in sorted(groups)},
+        }
+    return {
+        "title": title or f"{metric} report",
+        "metric": metric,
+        "group_by": group_by,
+        "runs": len(series),
+        "bootstrap": {"resamples": N_BOOT, "seed": SEED, "level": LEVEL, "method": "percentile"},
+        "unused_thresholds": sorted(set(thresholds) - set(envs)),
+        "envs": envs,
+    }
+
+
+# --- rendering --------------------------------------------------------------------------------------------
+
+
+def figure_name(env: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", env) + ".png"
+
+
+def fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.0f}" if abs(x) >= 1e5 else f"{x:.4g}"
+
+
+def fmt_steps(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:,.1f}"
+
+
+def table_rows(env_data: dict[str, Any], group_by: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (strings) of one env's table."""
+    header = [
+        group_by,
+        "seeds",
+        "final mean",
+        "IQM",
+        "95% CI of mean",
+        "median steps to threshold",
+        "reached",
+        "final t_env",
+    ]
+    rows = []
+    for g, d in env_data["groups"].items():
+        lo, hi = d["ci95"]
+        a, b = d["final_steps"]
+        rows.append(
+            [
+                g,
+                str(d["seeds"]),
+                fmt(d["final_mean"]),
+                fmt(d["iqm"]),
+                f"[{fmt(lo)}, {fmt(hi)}]",
+                fmt_steps(d["median_steps_to_threshold"]),
+                f"{d['reached']}/{d['seeds']}",
+                f"{a:,}" if a == b else f"{a:,}-{b:,}",
+            ]
+        )
+    return header, rows
+
+
+def threshold_line(env_data: dict[str, Any]) -> str:
+    return f"threshold {fmt(env_data['threshold'])} ({env_data['threshold_source']})"
+
+
+def notes(data: dict[str, Any]) -> str:
+    b = data["bootstrap"]
+    return (
+        f"Final value: the value at a run's last logged step. IQM: mean of the sorted final values "
+        f"without floor(n/4) from each end. CI: {b['level']:.0%} percentile bootstrap of the mean "
+        f"({b['resamples']} resamples, seed {b['seed']}). Steps to threshold: the first logged t_env "
+        f"with a value >= the threshold; the median is over all seeds (unreached = infinity, '-')."
+    )
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    out = [
+        f"# {data['title']}",
+        "",
+        f"Metric `{data['metric']}`, {data['runs']} runs, grouped by `{data['group_by']}`.",
+        "",
+        notes(data),
+        "",
+    ]
+    for env, d in data["envs"].items():
+        header, rows = table_rows(d, data["group_by"])
+        out += [
+            f"## {env}",
+            "",
+            f"{threshold_line(d)}.",
+            "",
+            f"![{env}]({d['figure']})",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|---|" + "---:|" * (len(header) - 1),
+        ]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        out.append("")
+    return "\n".join(out)
+
+
+HTML_STYLE = """body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em}
+td{text-align:right}td:first-child{text-align:left}img{max-width:100%}.note{color:#555}"""
+
+
+def render_html(data: dict[str, Any], out_dir: Path) -> str:
+    e = html.escape
+    out = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(data['title'])}</title>"
+        f"<style>{HTML_STYLE}</style></head><body>",
+        f"<h1>{e(data['title'])}</h1>",
+        f"<p>Metric <code>{e(data['metric'])}</code>, {data['runs']} runs, grouped by "
+        f"<code>{e(data['group_by'])}</code>.</p>",
+        f"<p class='note'>{e(notes(data))}</p>",
+    ]
+    for env, d in data["envs"].items():
+        header, rows = table_rows(d, data["group_by"])
+        out += [f"<h2>{e(env)}</h2>", f"<p>{e(threshold_line(d))}.</p>"]
+        png = out_dir / d["figure"]
+        if png.is_file():
+            b64 = base64.b64encode(png.read_bytes()).decode("ascii")
+            out.append(f"<img alt='{e(env)}' src='data:image/png;base64,{b64}'>")
+        out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+        out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
+        out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def render_text(data: dict[str, Any]) -> str:
+    """A short fixed-width summary for the terminal."""
+    lines = []
+    for env, d in data["envs"].items():
+        header, rows = table_rows(d, data["group_by"])
+        header, rows = header[:7], [r[:7] for r in rows]
+        header[5] = "steps to thr"
+        widths = [max(len(c) for c in col) for col in zip(header, *rows)]
+        lines.append(f"{env}: {threshold_line(d)}")
+        for r in [header, *rows]:
+            lines.append(
+                "  "
+                + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            )
+    return "\n".join(lines)
+
+
+def plot_env(env: str, env_data: dict[str, Any], metric: str, colors: dict[str, Any], path: Path) -> Path:
+    """Mean curve and 95% bootstrap band of each group of one env."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for g, d in env_data["groups"].items():
+        c = d["curve"]
+        if not c["steps"]:
+            continue
+        style = "-o" if len(c["steps"]) == 1 else "-"
+        ax.plot(c["steps"], c["mean"], style, ms=3, color=colors[g], label=f"{g} (n={d['seeds']})")
+        ax.fill_between(c["steps"], c["ci_low"], c["ci_high"], color=colors[g], alpha=0.2, linewidth=0)
+    ax.axhline(env_data["threshold"], color="gray", linestyle="--", linewidth=1, label="threshold")
+    ax.set_xlabel("t_env")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{env}: mean and 95% bootstrap CI")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# --- MLflow -----------------------------------------------------------------------------------------------
+
+
+def _uri(client: Any) -> str:
+    return str(getattr(client, "tracking_uri", "the MLflow store"))
+
+
+def _experiment_ids(client: Any) -> list[str]:
+    ids: list[str] = []
+    token = None
+    while True:
+        page = retry(client.search_experiments, page_token=token)
+        ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            return ids
+
+
+def select_runs(
+    client: Any,
+    experiment: str | None = None,
+    parent: str | None = None,
+    filter_string: str | None = None,
+    status: str = "FINISHED",
+) -> list[Any]:
+    """The runs to report on (oldest first): those of ``experiment`` (default 'hymarl'), or with
+    ``parent`` the children of that run in any experiment; with ``status`` ('ALL' or '': any) and
+    ``filter_string`` ANDed; without sweep parents (tag mode=sweep) and evaluations (mode=evaluate).
+    Raises ReportError for an unknown experiment or parent run or an invalid filter."""
+    from mlflow.exceptions import MlflowException
+
+    clauses = []
+    if parent:
+        try:
+            retry(client.get_run, parent)
+        except MlflowException as exc:
+            raise ReportError(f"no MLflow run with id {parent!r} in {_uri(client)}") from exc
+        clauses.append(f"tags.`mlflow.parentRunId` = '{parent}'")
+        exp_ids = _experiment_ids(client)
+    else:
+        name = experiment or "hymarl"
+        exp = retry(client.get_experiment_by_name, name)
+        if exp is None:
+            raise ReportError(f"no MLflow experiment named {name!r} in {_uri(client)}")
+        exp_ids = [exp.experiment_id]
+    if status and status.upper() != "ALL":
+        clauses.append(f"attributes.status = '{status.upper()}'")
+    if filter_string:
+        clauses.append(filter_string)
+    query = " and ".join(clauses)
+    runs: list[Any] = []
+    token = None
+    try:
+        while True:
+            page = retry(
+                client.search_runs,
+                exp_ids,
+                query,
+                max_results=1000,
+                page_token=token,
+                order_by=["attributes.start_time ASC"],
+            )
+            runs += list(page)
+            token = page.token
+            if not token:
+                break
+    except MlflowException as exc:
+        raise ReportError(f"cannot search runs with filter {query!r}: {exc.message}") from exc
+    return [r for r in runs if r.data.tags.get("mode") not in ("sweep", "evaluate")]
+
+
+def fetch_series(client: Any, runs: Sequence[Any], metric: str, group_by: str = "algo") -> list[RunSeries]:
+    """The metric history of each run (runs that never logged it are left out)."""
+    out = []
+    for r in runs:
+        points = history_points(retry(client.get_metric_history, r.info.run_id, metric))
+        if points:
+            tags = r.data.tags
+            out.append(
+                RunSeries(
+                    r.info.run_id,
+                    r.info.run_name or "",
+                    tags.get("env", "?"),
+                    tags.get(group_by, "?"),
+                    tags.get("seed", "?"),
+                    points,
+                )
+            )
+    return out
+
+
+def write_report(
+    client: Any,
+    runs: Sequence[Any],
+    out_dir: Path,
+    metric: str = "test_return_mean",
+    thresholds: dict[str, float] | None = None,
+    group_by: str = "algo",
+    title: str | None = None,
+) -> Path:
+    """Write the figures, report.md, report.html and report.json of ``runs`` to ``out_dir``; returns
+    the path of report.md. Raises ReportError when no run logged ``metric``."""
+    if not runs:
+        raise ReportError("no runs to report on")
+    series = fetch_series(client, runs, metric, group_by)
+    if not series:
+        raise ReportError(f"none of the {len(runs)} selected runs logged the metric {metric!r}")
+    data = build_report(series, metric, thresholds, group_by, title)
+    data["skipped_runs"] = sorted({r.info.run_id for r in runs} - {s.run_id for s in series})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    all_groups = sorted({g for d in data["envs"].values() for g in d["groups"]})
+    palette = [f"C{i % 10}" for i in range(len(all_groups))]
+    colors = dict(zip(all_groups, palette))
+    for env, d in data["envs"].items():
+        plot_env(env, d, metric, colors, out_dir / d["figure"])
+    (out_dir / "report.json").write_text(json.dumps(data, indent=1) + "\n")
+    md = out_dir / "report.md"
+    md.write_text(render_markdown(data))
+    (out_dir / "report.html").write_text(render_html(data, out_dir))
+    return md
+
+
+def log_report(client: Any, run_id: str, out_dir: Path) -> None:
+    """Log report.md/.html/.json and the figures they show as artifacts of ``run_id`` under ``report/``."""
+    out_dir = Path(out_dir)
+    data = json.loads((out_dir / "report.json").read_text())
+    names = [*FILES, *(d["figure"] for d in data["envs"].values())]
+    for name in names:
+        if (out_dir / name).is_file():
+            retry(client.log_artifact, run_id, str(out_dir / name), "report")
+
+
+# --- CLI --------------------------------------------------------------------------------------------------
+
+
+def threshold_arg(text: str) -> tuple[str, float]:
+    env, sep, value = text.rpartition("=")
+    try:
+        if not sep or not env:
+            raise ValueError
+        return env, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ENV=VALUE with a number VALUE, got {text!r}") from None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m runner.report", description=__doc__.split("\n")[0])
+    p.add_argument("--experiment", default="hymarl", help="MLflow experiment name (ignored with --parent)")
+    p.add_argument("--parent", help="report on the child runs of this (sweep) run, and log it there")
+    p.add_argument("--filter", dest="filter_string", help="MLflow search filter string, ANDed")
+    p.add_argument("--metric", default="test_return_mean", help="metric to aggregate (step = t_env)")
+    p.add_argument("--status", default="FINISHED", help="only runs with this status (ALL: any)")
+    p.add_argument("--out", type=Path, help="output folder (default outputs/report[/<parent id>])")
+    p.add_argument(
+        "--threshold",
+        type=threshold_arg,
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="ENV=VALUE",
+        help="steps-to-threshold level of an env (default: 90%% of the best)",
+    )
+    p.add_argument(
+        "--group-by", default="algo", help="tag that names the lines of a plot and rows of a table"
+    )
+    p.add_argument("--title", help="report title")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from mlflow.tracking import MlflowClient
+
+    from runner.tracking import default_tracking_uri
+
+    client = MlflowClient(tracking_uri=default_tracking_uri())
+    out = args.out or Path("outputs") / "report" / (args.parent or "")
+    title = args.title or (
+        f"Sweep {args.parent}: {args.metric}"
+        if args.parent
+        else f"Experiment {args.experiment}: {args.metric}"
+    )
+    try:
+        runs = select_runs(client, args.experiment, args.parent, args.filter_string, args.status)
+        if not runs:
+            where = f"children of run {args.parent!r}" if args.parent else f"experiment {args.experiment!r}"
+            extra = f" matching {args.filter_string!r}" if args.filter_string else ""
+            which = "" if args.status.upper() == "ALL" else f"{args.status.upper()} "
+            raise ReportError(f"no {which}runs in {where}{extra} in {_uri(client)}")
+        md = write_report(client, runs, out, args.metric, dict(args.threshold), args.group_by, title)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    data = json.loads((out / "report.json").read_text())
+    if data["unused_thresholds"]:
+        print(
+            f"warning: --threshold for envs not in the report: {', '.join(data['unused_thresholds'])}",
+            file=sys.stderr,
+        )
+    if data["skipped_runs"]:
+        print(
+            f"warning: {len(data['skipped_runs'])} runs never logged {args.metric!r}; left out",
+            file=sys.stderr,
+        )
+    if args.parent:
+        log_report(client, args.parent, out)
+    print(
+        f"wrote {md} (+ report.html, report.json, {len(data['envs'])} figures) from {data['runs']} runs"
+        + (f"; logged to run {args.parent} under report/" if args.parent else "")
+    )
+    print(render_text(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
