@@ -39,8 +39,19 @@ ui: install ## MLflow UI on the local store at http://127.0.0.1:5000 (PORT=... t
 	@mkdir -p outputs
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port $(PORT)
 
+server: install ## MLflow tracking server on http://127.0.0.1:5000 (PORT=...), SQLite + served artifacts in outputs/server/
+	@mkdir -p outputs/server/mlartifacts
+	@echo "MLflow tracking server (SQLite outputs/server/mlflow.db, artifacts outputs/server/mlartifacts)."
+	@echo "Point runs at it:  export MLFLOW_TRACKING_URI=http://127.0.0.1:$(PORT)"
+	$(VENV)/bin/mlflow server --host 127.0.0.1 --port $(PORT) \
+		--backend-store-uri sqlite:///$(CURDIR)/outputs/server/mlflow.db \
+		--serve-artifacts --artifacts-destination $(CURDIR)/outputs/server/mlartifacts
+
+report: install ## curves + stats tables of MLflow runs -> outputs/report/ (REPORT_ARGS="--parent ID ...")
+	$(PY) -m runner.report $(REPORT_ARGS)
+
 lint: install ## ruff
 	$(VENV)/bin/ruff check runner modules envs tests
 
 clean: ## remove .venv and outputs (runs, MLflow store)
-	rm -rf $(VENV) outputs/runs outputs/multirun outputs/mlflow.db outputs/mlartifacts
+	rm -rf $(VENV) outputs/runs outputs/multirun outputs/mlflow.db outputs/mlartifacts outputs/server outputs/sacred outputs/report

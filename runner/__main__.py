@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def _remove_if_empty(run_dir: Path) -> None:
 
     if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the date folder, when this was its only run
+            run_dir.parent.rmdir()
 
 
 def _objective(result) -> float | None:

@@ -104,3 +104,27 @@ def client_for(tracking_uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m runner.tracking send-unsent <run_dir | mlflow_unsent.json> [tracking_uri]``: send
+    what a run could not send to its tracking server (written by the MLflow logger at the end)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (2, 3) or args[0] != "send-unsent":
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    from runner.logging.mlflow_logger import send_unsent
+
+    try:
+        sent = send_unsent(args[1], args[2] if len(args) == 3 else None)
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    print("sent " + ", ".join(f"{n} {what}" for what, n in sent.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

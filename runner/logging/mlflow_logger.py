@@ -2,25 +2,76 @@
 
 Default store: ``sqlite:///<cwd>/outputs/mlflow.db`` with artifacts under
 ``outputs/mlartifacts``; ``MLFLOW_TRACKING_URI`` or ``logger.mlflow.tracking_uri`` point runs
-elsewhere (e.g. a tracking server). mlflow is imported lazily: it costs seconds of start-up.
-Metrics are buffered and sent in batches. On resume the run is reopened and steps that were
-already logged are not logged again, so a resumed run has no duplicated metric steps.
+elsewhere (e.g. a tracking server, ``make server``). mlflow is imported lazily: it costs seconds of
+start-up. On resume the run is reopened and steps that were already logged are not logged again, so
+a resumed run has no duplicated metric steps.
+
+A tracking server that is down or drops mid-run never stops the training:
+
+* before anything is built, ``check_config`` refuses a server that does not answer (exit code 2);
+* metrics, params, tags and artifacts wait in an outbox and are sent in order by the periodic flush.
+  A send that fails because the server cannot be reached keeps everything, prints one warning and
+  is tried again with exponential backoff (2 s up to 60 s); once the server answers, the outbox is
+  sent (in order, nothing dropped) and a line says so. Re-sending a metric batch is harmless: the
+  store skips exact duplicates;
+* each request gets a short budget: MLflow's HTTP client would otherwise retry for minutes
+  (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``/``_BACKOFF_FACTOR``/``_TIMEOUT``, read at every request by
+  ``mlflow.utils.rest_utils.http_request``; we set them around our own calls only, and a value
+  that the user exported wins);
+* at the end, ``finish`` keeps trying for up to ``finish_timeout`` seconds, then writes what it
+  could not send (metrics, params, tags, artifact paths, final status) to
+  ``<run_dir>/mlflow_unsent.json``. ``python -m runner.tracking send-unsent <run_dir>`` sends it
+  later; resuming the run sends it too;
+* SQLite "database is locked" errors (concurrent sweep jobs) are retried by ``runner.tracking.retry``.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import MISSING
 
 from runner.logging.base import Logger, RunInfo
 from runner.registry import LOGGERS
-from runner.tracking import default_tracking_uri, ensure_experiment
+from runner.tracking import (
+    TrackingUnavailable,
+    check_reachable,
+    default_tracking_uri,
+    ensure_experiment,
+    is_transient,
+    retry,
+)
+
+T = TypeVar("T")
 
 MAX_PARAM_LEN = 6000
+BATCH = 1000  # MLflow's limit of metrics per log_batch
+UNSENT_FILE = "mlflow_unsent.json"
+BACKOFF_FIRST, BACKOFF_MAX = 2.0, 60.0  # seconds between tries while the server is unreachable
+
+# Budgets of MLflow's HTTP client (env var -> value), applied around our own calls only.
+# During the run: one immediate retry (a keep-alive connection the server closed), then give up
+# and let the outbox retry later. At start-up: a few retries, ~10 s at most when refused.
+LIVE_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+ARTIFACT_HTTP = {**LIVE_HTTP, "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+START_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 @dataclass
@@ -33,6 +84,9 @@ class MLflowLoggerConfig:
     """Send buffered metrics at least this often."""
     log_checkpoint: bool = True
     """Upload the final checkpoint as an artifact."""
+    finish_timeout: float = 60.0
+    """At the end of a run, keep retrying an unreachable tracking server this many seconds; what is
+    still unsent then goes to <run_dir>/mlflow_unsent.json (0: write it at once)."""
     name: str = MISSING
 
 
@@ -47,47 +101,227 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@contextmanager
+def http_budget(budget: dict[str, str]) -> Iterator[None]:
+    """Set MLflow's HTTP retry/timeout env vars for the duration of a call; those the user exported
+    are left alone. (MLflow reads them at every request; its sessions are cached per value.)"""
+    mine = [k for k in budget if k not in os.environ]
+    for k in mine:
+        os.environ[k] = budget[k]
+    try:
+        yield
+    finally:
+        for k in mine:
+            os.environ.pop(k, None)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """The tracking store could not be talked to (down, timed out, 5xx, locked): worth keeping the
+    data and trying again. False for errors that a retry would repeat (a bad value, a 4xx)."""
+    import requests
+    from mlflow.exceptions import MlflowException, RestException
+
+    if is_transient(exc):
+        return True
+    if isinstance(exc, RestException):  # the server answered with an error
+        return exc.get_http_status_code() >= 500 or exc.get_http_status_code() in (408, 429)
+    if isinstance(exc, requests.HTTPError):  # artifact upload
+        code = exc.response.status_code if exc.response is not None else 500
+        return code >= 500 or code in (408, 429)
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        return True
+    # http_request wraps connection errors, timeouts and exhausted retries like this
+    return isinstance(exc, MlflowException) and str(exc.message).startswith("API request to")
+
+
+def short_reason(exc: BaseException) -> str:
+    """The useful part of a connection error ('[Errno 111] Connection refused'), else the message."""
+    text = str(exc)
+    m = re.search(r"\[Errno -?\d+\][^'\")]*", text)
+    if m:
+        return m.group(0).strip()
+    if "timeout" in text.lower() or "timed out" in text.lower():
+        return "timed out"
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def warn(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
 @LOGGERS.register("mlflow", config=MLflowLoggerConfig)
 class MLflowLogger(Logger):
     def __init__(self, cfg: MLflowLoggerConfig) -> None:
         self.cfg = cfg
         self.client: Any = None
         self.run_id: str | None = None
+        self.run_dir: Path | None = None
         self.tracking_uri = cfg.tracking_uri or default_tracking_uri()
-        self._pending: list[Any] = []
+        self._http = self.tracking_uri.startswith(("http://", "https://"))
         self._last_flush = time.monotonic()
         self._logged_upto: dict[str, int] = {}
+        # the outbox, sent in this order: params, tags, metrics (in logging order), artifacts
+        self._params: list[Any] = []
+        self._tags: dict[str, str] = {}
+        self._pending: list[Any] = []
+        self._artifacts: list[tuple[str, str | None]] = []
+        self._status: tuple[str, int] | None = None  # final (status, end_time ms) once finish() ran
+        # server health
+        self._failures = 0
+        self._retry_at = 0.0
+        self._down_reason: str | None = None
 
+    # -- config check (before anything is built) ------------------------------------------------
+    @staticmethod
+    def check_config(cfg: Any) -> list[str]:
+        """Refuse an unreachable tracking server before any run or run dir exists. Raises
+        TrackingUnavailable (one line, exit code 2) rather than returning it: a server that is down
+        is not an 'invalid config'."""
+        mcfg = cfg.logger.mlflow
+        errors = []
+        for key in ("flush_seconds", "finish_timeout"):
+            value = mcfg.get(key)
+            if not isinstance(value, (int, float)) or value < 0:
+                errors.append(f"logger.mlflow.{key}={value} must be >= 0")
+        check_reachable(mcfg.get("tracking_uri") or default_tracking_uri())
+        return errors
+
+    # -- calls to the store ---------------------------------------------------------------------
+    def _call(self, fn: Callable[..., T], *args: Any, budget: dict[str, str] = LIVE_HTTP, **kwargs: Any) -> T:
+        """One client call with a short HTTP budget; SQLite lock errors retried with backoff."""
+        with self._budget(budget):
+            return retry(fn, *args, **kwargs)
+
+    def _budget(self, budget: dict[str, str]) -> AbstractContextManager[None]:
+        return http_budget(budget) if self._http else nullcontext()
+
+    def _mark_down(self, exc: BaseException) -> None:
+        self._failures += 1
+        self._retry_at = time.monotonic() + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._failures - 1))
+        if self._down_reason is None:
+            self._down_reason = short_reason(exc)
+            warn(
+                f"warning: MLflow tracking server {self.tracking_uri} unreachable ({self._down_reason}); "
+                f"training goes on, {self._outbox_size()} and what follows are kept and re-sent "
+                f"(next try in {BACKOFF_FIRST:.0f} s, backing off to {BACKOFF_MAX:.0f} s)"
+            )
+
+    def _mark_up(self, sent_metrics: int) -> None:
+        if self._down_reason is not None:
+            warn(f"MLflow tracking server {self.tracking_uri} reachable again: sent {sent_metrics} buffered metrics")
+        self._failures, self._retry_at, self._down_reason = 0, 0.0, None
+
+    def _outbox_size(self) -> str:
+        parts = [plural(len(self._pending), "metric")]
+        if self._artifacts:
+            parts.append(plural(len(self._artifacts), "artifact"))
+        if self._params:
+            parts.append(plural(len(self._params), "param"))
+        if self._tags:
+            parts.append(plural(len(self._tags), "tag"))
+        return ", ".join(parts)
+
+    def _send_outbox(self) -> bool:
+        """Send the outbox in order, dropping each part once the store took it. Returns True when
+        all is sent; False (data kept, backoff set) when the store cannot be reached. Other errors
+        are raised, with the batch that caused them dropped (as a retry would fail again)."""
+        sent_metrics = 0
+        try:
+            while self._params:
+                self._call(self.client.log_batch, self.run_id, params=self._params[:100], synchronous=True)
+                del self._params[:100]
+            for key in list(self._tags):
+                self._call(self.client.set_tag, self.run_id, key, self._tags[key])
+                del self._tags[key]
+            while self._pending:
+                chunk = self._pending[:BATCH]
+                try:
+                    self._call(self.client.log_batch, self.run_id, metrics=chunk, synchronous=True)
+                except Exception as exc:
+                    if not unreachable(exc):
+                        del self._pending[:BATCH]
+                    raise
+                del self._pending[:BATCH]
+                sent_metrics += len(chunk)
+            while self._artifacts:
+                path, artifact_path = self._artifacts[0]
+                if not Path(path).exists():
+                    warn(f"warning: artifact {path} no longer exists; not uploaded to MLflow")
+                elif Path(path).is_dir():
+                    self._call(self.client.log_artifacts, self.run_id, path, artifact_path, budget=ARTIFACT_HTTP)
+                else:
+                    self._call(self.client.log_artifact, self.run_id, path, artifact_path, budget=ARTIFACT_HTTP)
+                self._artifacts.pop(0)
+            if self._status is not None:
+                status, end_time = self._status
+                self._call(self.client.set_terminated, self.run_id, status=status, end_time=end_time)
+                self._status = None
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            self._mark_down(exc)
+            return False
+        self._last_flush = time.monotonic()
+        self._mark_up(sent_metrics)
+        return True
+
+    def _has_outbox(self) -> bool:
+        return bool(self._params or self._tags or self._pending or self._artifacts or self._status)
+
+    # -- the Logger interface -------------------------------------------------------------------
     def start(self, info: RunInfo) -> None:
         from mlflow.tracking import MlflowClient
 
+        self.run_dir = info.run_dir
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        try:
+            self._open_run(info)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            raise TrackingUnavailable(
+                f"cannot open the MLflow run: tracking server {self.tracking_uri} unreachable ({short_reason(exc)})"
+            ) from exc
+        self._send_outbox()  # the params; if the server just dropped, they wait like metrics
+
+    def _open_run(self, info: RunInfo) -> None:
+        c, b = self.client, START_HTTP
         resume_id = info.resume_state.get("mlflow_run_id")
         if resume_id:
+            unsent = Path(info.run_dir) / UNSENT_FILE
+            try:
+                same_run = unsent.is_file() and json.loads(unsent.read_text()).get("run_id") == resume_id
+            except (OSError, ValueError) as exc:
+                warn(f"warning: cannot read {unsent} ({exc}); not sent")
+                same_run = False
+            if same_run:  # before the history is read: those steps are then not logged again
+                warn(f"sending what the last attempt could not send to MLflow ({unsent})")
+                send_unsent(unsent, self.tracking_uri)
             self.run_id = resume_id
-            self.client.update_run(resume_id, status="RUNNING")
-            self.client.set_tag(resume_id, "resumed_at_t_env", str(info.t_env_start))
-            self.client.set_tag(resume_id, "resume_overrides", info.tags.get("hydra_overrides", ""))
-            if "error" in self.client.get_run(resume_id).data.tags:  # the reason it stopped last time
-                self.client.delete_tag(resume_id, "error")
+            self._call(c.update_run, resume_id, status="RUNNING", budget=b)
+            self._call(c.set_tag, resume_id, "resumed_at_t_env", str(info.t_env_start), budget=b)
+            self._call(c.set_tag, resume_id, "resume_overrides", info.tags.get("hydra_overrides", ""), budget=b)
+            run = self._call(c.get_run, resume_id, budget=b)
+            if "error" in run.data.tags:  # the reason it stopped last time
+                self._call(c.delete_tag, resume_id, "error", budget=b)
             # steps already in the store are not logged again (the resumed run recomputes them exactly)
-            run = self.client.get_run(resume_id)
             for key in run.data.metrics:
-                hist = self.client.get_metric_history(resume_id, key)
+                hist = self._call(c.get_metric_history, resume_id, key, budget=b)
                 self._logged_upto[key] = max(m.step for m in hist)
             return
-        exp_id = ensure_experiment(self.client, self.cfg.experiment_name, self.tracking_uri)
-        run = self.client.create_run(exp_id, run_name=info.run_name, tags=info.tags)
+        with self._budget(b):
+            exp_id = ensure_experiment(c, self.cfg.experiment_name, self.tracking_uri)
+        run = self._call(c.create_run, exp_id, run_name=info.run_name, tags=info.tags, budget=b)
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
-        params = [
-            Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in sorted(flatten(info.config).items())
-        ]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[i : i + 100], synchronous=True)
+        self._params = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in sorted(flatten(info.config).items())]
 
     def log_stat(self, key: str, value: float, t_env: int) -> None:
         if self.run_id is None:
@@ -97,26 +331,22 @@ class MLflowLogger(Logger):
         from mlflow.entities import Metric
 
         self._pending.append(Metric(key, float(value), int(time.time() * 1000), int(t_env)))
-        if len(self._pending) >= 1000 or time.monotonic() - self._last_flush > self.cfg.flush_seconds:
+        if len(self._pending) >= BATCH or time.monotonic() - self._last_flush > self.cfg.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
-        if self.run_id is None or not self._pending:
+        """Send the outbox, unless the server is unreachable and its backoff has not run out."""
+        if self.run_id is None or not self._has_outbox() or time.monotonic() < self._retry_at:
             return
-        pending, self._pending = self._pending, []
-        for i in range(0, len(pending), 1000):
-            self.client.log_batch(self.run_id, metrics=pending[i : i + 1000], synchronous=True)
-        self._last_flush = time.monotonic()
+        self._send_outbox()
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.run_id is None:
             return
         if path.name.endswith(".pt") and not self.cfg.log_checkpoint:
             return
-        if path.is_dir():
-            self.client.log_artifacts(self.run_id, str(path), artifact_path)
-        else:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self._artifacts.append((str(Path(path).resolve()), artifact_path))
+        self.flush()
 
     def state(self) -> dict[str, Any]:
         return {"mlflow_run_id": self.run_id} if self.run_id else {}
@@ -127,11 +357,118 @@ class MLflowLogger(Logger):
         return f"MLflow run {self.run_id} in {self.tracking_uri} (experiment '{self.cfg.experiment_name}')"
 
     def finish(self, status: str, error: str | None = None) -> None:
+        """Send everything and the final status; retry an unreachable server for up to
+        ``finish_timeout`` seconds (a second Ctrl-C stops waiting), then write the rest to
+        ``<run_dir>/mlflow_unsent.json``."""
         if self.run_id is None:
             return
+        if error:
+            self._tags["error"] = error[:5000]
+        self._status = (status, int(time.time() * 1000))
+        deadline = time.monotonic() + max(0.0, float(self.cfg.finish_timeout))
+        waited = False
         try:
-            self.flush()
+            tries = 0
+            while not self._send_outbox():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                if not waited:
+                    waited = True
+                    warn(
+                        f"MLflow tracking server {self.tracking_uri} unreachable: retrying for up to "
+                        f"{remaining:.0f} s (logger.mlflow.finish_timeout; Ctrl-C to stop waiting) to send {self._outbox_size()}"
+                    )
+                time.sleep(min(remaining, 5.0, 0.5 * 2**tries))
+                tries += 1
+        except KeyboardInterrupt:
+            warn("stopped waiting for the MLflow tracking server")
         finally:
-            if error:
-                self.client.set_tag(self.run_id, "error", error[:5000])
-            self.client.set_terminated(self.run_id, status=status)
+            if self._has_outbox():
+                self._write_unsent()
+
+    def _write_unsent(self) -> None:
+        """Keep what could not be sent in <run_dir>/mlflow_unsent.json and say so loudly."""
+        run_dir = Path(self.run_dir) if self.run_dir else Path.cwd()
+        path = run_dir / UNSENT_FILE
+        status = self._status
+        data = {
+            "tracking_uri": self.tracking_uri,
+            "run_id": self.run_id,
+            "experiment_name": self.cfg.experiment_name,
+            "reason": self._down_reason,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "status": status[0] if status else None,
+            "end_time": status[1] if status else None,
+            "params": [{"key": p.key, "value": p.value} for p in self._params],
+            "tags": dict(self._tags),
+            "metrics": [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in self._pending],
+            "artifacts": [{"path": p, "artifact_path": a} for p, a in self._artifacts],
+        }
+        if path.is_file():  # an earlier attempt of this run left one: keep its data first
+            try:
+                old = json.loads(path.read_text())
+                if old.get("run_id") == self.run_id:
+                    for key in ("params", "metrics", "artifacts"):
+                        data[key] = old.get(key, []) + data[key]
+                    data["tags"] = {**old.get("tags", {}), **data["tags"]}
+            except (OSError, ValueError):
+                pass
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+        what = f"{plural(len(data['metrics']), 'metric')}, {plural(len(data['artifacts']), 'artifact')}"
+        if data["status"]:
+            what += f", final status {data['status']}"
+        bar = "!" * 100
+        warn(
+            f"{bar}\nWARNING: the MLflow tracking server {self.tracking_uri} is unreachable: run {self.run_id} "
+            f"misses {what}.\nThey are kept in {path}.\nSend them when the server is back:\n"
+            f"  python -m runner.tracking send-unsent {path}\n{bar}"
+        )
+
+
+def send_unsent(path: str | Path, tracking_uri: str | None = None) -> dict[str, int]:
+    """Send an ``mlflow_unsent.json`` (or the one in a run dir) to its tracking server (or
+    ``tracking_uri``) and rename it to ``mlflow_unsent.json.sent``. Returns what was sent."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / UNSENT_FILE
+    data = json.loads(path.read_text())
+    uri = tracking_uri or data["tracking_uri"]
+    check_reachable(uri)
+    client = MlflowClient(tracking_uri=uri)
+    run_id = data["run_id"]
+
+    def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with http_budget(START_HTTP):
+            return retry(fn, *args, **kwargs)
+
+    params = [Param(p["key"], p["value"]) for p in data.get("params", [])]
+    for i in range(0, len(params), 100):
+        call(client.log_batch, run_id, params=params[i : i + 100], synchronous=True)
+    for key, value in data.get("tags", {}).items():
+        call(client.set_tag, run_id, key, value)
+    metrics = [Metric(m["key"], float(m["value"]), int(m["timestamp"]), int(m["step"])) for m in data.get("metrics", [])]
+    for i in range(0, len(metrics), BATCH):
+        call(client.log_batch, run_id, metrics=metrics[i : i + BATCH], synchronous=True)
+    uploaded = 0
+    for a in data.get("artifacts", []):
+        p = Path(a["path"])
+        if not p.exists():
+            warn(f"warning: artifact {p} no longer exists; skipped")
+            continue
+        with http_budget(ARTIFACT_HTTP):
+            if p.is_dir():
+                retry(client.log_artifacts, run_id, str(p), a.get("artifact_path"))
+            else:
+                retry(client.log_artifact, run_id, str(p), a.get("artifact_path"))
+        uploaded += 1
+    if data.get("status"):
+        call(client.set_terminated, run_id, status=data["status"], end_time=data.get("end_time"))
+    path.replace(path.with_name(path.name + ".sent"))
+    return {"params": len(params), "tags": len(data.get("tags", {})), "metrics": len(metrics), "artifacts": uploaded}
