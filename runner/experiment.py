@@ -331,7 +331,12 @@ def run(
         exp.state.t_env = ckpt["loop"]["t_env"]  # type: ignore[index]
 
     stop.install()
-    comps.loggers.start(info)  # the MLflow run exists from here on: every exit path sets its status
+    try:
+        comps.loggers.start(info)  # the MLflow run exists from here on: every exit path sets its status
+    except BaseException:  # e.g. the tracking server went down since the config check
+        stop.restore()
+        comps.runner.close()
+        raise
     try:
         if hydra_dir and (hydra_dir / ".hydra").is_dir():
             # a resumed run keeps the .hydra/ of the command that started it; the resume's goes beside it
