@@ -70,6 +70,8 @@ def _options() -> list[tuple[str, str]]:
 def test_every_option_of_every_group_composes(group: str, option: str) -> None:
     if group == "experiment":
         overrides = [f"+experiment={option}"]
+    elif group == "tune":  # Optuna presets (they select hydra/sweeper=optuna; test_sweep runs one)
+        overrides = [*BASE, f"+tune={option}"]
     elif group in ("algo", "env"):
         overrides = ["+algo=qmix", "+env=twostep"]
         overrides[0 if group == "algo" else 1] = f"+{group}={option}"
