@@ -34,7 +34,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 SWEEP_FILE = "mlflow_sweep.json"
 JOB_FILE = "job_status.json"
@@ -137,11 +137,13 @@ def write_job_status(job_dir: Path, status: str, error: str | None, value: Any, 
 class MLflowSweepCallback(Callback):
     """Parent run per sweep; see the module docstring. Options (``hydra.callbacks.mlflow_sweep.*``):
     ``report`` (write and log the report at the end), ``resume`` (re-running a sweep dir skips
-    finished jobs and resumes the others)."""
+    finished jobs and resumes the others), ``validate`` (compose and check every job's config before
+    any job runs; basic sweeper only, as other sweepers choose their jobs as they go)."""
 
-    def __init__(self, report: bool = True, resume: bool = True) -> None:
+    def __init__(self, report: bool = True, resume: bool = True, validate: bool = True) -> None:
         self.report = report
         self.resume = resume
+        self.validate = validate
         self._state: dict[str, Any] | None = None
         self._finished = False
 
@@ -150,6 +152,13 @@ class MLflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from runner.config import ConfigError
 
+        if self.validate:
+            errors = validate_jobs(config, kwargs.get("config_name") or "config")
+            if errors:
+                n = expected_jobs(config, [str(o) for o in config.hydra.overrides.task])
+                print(f"Error: {len(errors)} of {n} jobs of this sweep have an invalid config; no job was run:\n  "
+                      + "\n  ".join(errors), file=sys.stderr)
+                sys.exit(2)
         try:
             self._state = start_parent(config)
         except ConfigError as exc:  # e.g. the tracking server is down: no job starts
@@ -191,6 +200,48 @@ class MLflowSweepCallback(Callback):
             finish_parent(self._state, report=self.report)
         except Exception as exc:  # at exit there is nobody left to raise to
             print(f"warning: could not finish the sweep's MLflow parent run: {exc}")
+
+
+def validate_jobs(cfg: DictConfig, config_name: str) -> list[str]:
+    """Compose and validate the config of every job of a basic sweep, as the job itself will:
+    ``["job 3 (+algo=qmix learner.lr=-1): <error>", ...]``. An invalid config fails the sweep before
+    a parent run or any job exists."""
+    if OmegaConf.select(cfg, "hydra.sweeper._target_", default="") != BASIC_SWEEPER:
+        return []
+    from hydra import compose
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from runner.config import check_required_groups, validate
+
+    task = [str(o) for o in cfg.hydra.overrides.task]
+    searchpath = [str(o) for o in cfg.hydra.overrides.hydra if str(o).startswith("hydra.searchpath")]
+    parsed = OverridesParser.create().parse_overrides(task)
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    errors = []
+    for num, job in enumerate(jobs):
+        try:
+            jcfg = compose(config_name=config_name, overrides=[*searchpath, *job], return_hydra_config=True)
+            choices = dict(jcfg.hydra.runtime.choices)
+            if not (choices.get("algo") and choices.get("env")) and (jcfg.get("resume") or jcfg.get("checkpoint")):
+                continue  # the checkpoint's own config: checked by the job
+            check_required_groups(choices)
+            with open_dict(jcfg):
+                del jcfg["hydra"]
+            validate(jcfg)
+        except Exception as exc:
+            errors.append(f"job {num} ({' '.join(job)}): {_short_error(exc)}")
+    return errors
+
+
+def _short_error(exc: Exception) -> str:
+    """Hydra's composition errors without the search path; options listed on one line."""
+    text = str(exc).split("\nConfig search path")[0].strip()
+    head, sep, options = text.partition("Available options in")
+    if sep:
+        group, _, names = options.partition(":")
+        text = f"{head.strip()} (available in{group}: {', '.join(n.strip() for n in names.split() if n.strip())})"
+    return text.replace("\n", "\n    ")
 
 
 class JobInterrupted(RuntimeError):

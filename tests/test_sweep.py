@@ -112,9 +112,28 @@ def test_a_crashing_job_is_failed_and_the_others_finish(tmp_path, store, store_u
     assert json.loads((sdir / "1" / "job_status.json").read_text())["status"] == "FAILED"
 
 
+def test_a_sweep_with_an_invalid_job_config_runs_nothing(tmp_path, store, store_uri, exp_name):
+    sdir = tmp_path / "sweep"
+    r = sweep(["+algo=qmix,vdnx", "+env=twostep", "learner.lr=0.001,-1", "t_max=400",
+               f"logger.mlflow.experiment_name={exp_name}"], tmp_path, store_uri, sdir)
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[:5] == [
+        "Error: 3 of 4 jobs of this sweep have an invalid config; no job was run:",
+        f"  job 1 (+algo=qmix +env=twostep learner.lr=-1 t_max=400 logger.mlflow.experiment_name={exp_name} progress=False): invalid config:",
+        "      learner.lr=-1.0 is invalid: must be > 0",
+        f"  job 2 (+algo=vdnx +env=twostep learner.lr=0.001 t_max=400 logger.mlflow.experiment_name={exp_name} progress=False): "
+        "In 'config': Could not find 'algo/vdnx' (available in 'algo': iql, maven, qmix, vdn)",
+        f"  job 3 (+algo=vdnx +env=twostep learner.lr=-1 t_max=400 logger.mlflow.experiment_name={exp_name} progress=False): "
+        "In 'config': Could not find 'algo/vdnx' (available in 'algo': iql, maven, qmix, vdn)",
+    ]
+    assert store.get_experiment_by_name(exp_name) is None  # no parent run, no child run
+    assert not (sdir / "0").exists()
+
+
 def test_a_job_with_an_invalid_config_fails_before_its_run(tmp_path, store, store_uri, exp_name):
-    r = sweep(["+algo=qmix", "+env=twostep", "learner.lr=0.001,-1", *SHORT, f"logger.mlflow.experiment_name={exp_name}"],
-              tmp_path, store_uri, tmp_path / "sweep")
+    """With the up-front check off, the invalid job fails alone, before it creates a run."""
+    r = sweep(["+algo=qmix", "+env=twostep", "learner.lr=0.001,-1", *SHORT, f"logger.mlflow.experiment_name={exp_name}",
+               "hydra.callbacks.mlflow_sweep.validate=false"], tmp_path, store_uri, tmp_path / "sweep")
     assert r.returncode == 1
     parent, children = parent_and_children(store, exp_name)
     assert [c.info.status for c in children] == ["FINISHED"]  # job 1 never created a run
