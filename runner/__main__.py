@@ -109,6 +109,7 @@ def app(cfg: DictConfig) -> float | None:
         tags: dict[str, str] = {}
         name = None
         if multirun:
+            sweep.check_not_stopped(hc.sweep.dir)
             cfg, done = prepare_sweep_job(cfg, hc)
             if done is not None:
                 return done.get("value")
@@ -129,18 +130,27 @@ def app(cfg: DictConfig) -> float | None:
         sys.exit(1)
     if result.exit_code:
         if multirun:  # Ctrl-C stops the sweep; a re-run of the same sweep dir resumes from the checkpoint
-            sweep.write_job_status(Path(hc.runtime.output_dir), "KILLED", f"stopped by a signal at t_env={result.t_env}", None)
-            raise KeyboardInterrupt
+            reason = f"stopped by a signal at t_env={result.t_env}; checkpoint {result.checkpoint}"
+            sweep.write_job_status(Path(hc.runtime.output_dir), "KILLED", reason, None)
+            if sweep.in_launcher_process():
+                raise KeyboardInterrupt
+            raise sweep.JobInterrupted(reason)  # in a worker: the launcher collects it, no new job starts
         sys.exit(result.exit_code)
     return _objective(result)
 
 
 def main() -> None:
+    from runner import sweep
+
     try:
         app()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as exc:  # a sweep stopped by Ctrl-C: Hydra exits 1 for the interrupted jobs
+        if sweep.STOPPED and exc.code not in (0, None):
+            sys.exit(130)
+        raise
 
 
 if __name__ == "__main__":

@@ -60,16 +60,24 @@ class RunResult:
 
 
 class StopRequest:
-    """SIGINT/SIGTERM -> stop at the next iteration boundary; a second signal aborts at once."""
+    """SIGINT/SIGTERM -> stop at the next iteration boundary; a second signal aborts at once.
+    A second signal within DEBOUNCE_S of the first is the same Ctrl-C arriving twice (a sweep's
+    launcher forwards it to jobs that got it from the terminal too) and is ignored."""
+
+    DEBOUNCE_S = 1.0
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._at = 0.0
         self._old: dict[int, Any] = {}
 
     def __call__(self, signum: int | None = None, frame: Any = None) -> None:
         if self.signum is not None:
+            if time.monotonic() - self._at < self.DEBOUNCE_S:
+                return
             raise KeyboardInterrupt
         self.signum = signum if signum is not None else signal.SIGINT
+        self._at = time.monotonic()
         console.print("[yellow]stop requested: saving a checkpoint after this iteration (signal again to abort)")
 
     def install(self) -> None:

@@ -23,9 +23,12 @@ over); the children keep their MLflow runs.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -38,6 +41,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 SWEEP_FILE = "mlflow_sweep.json"
 JOB_FILE = "job_status.json"
+STOP_FILE = "STOP"  # written on Ctrl-C: jobs that have not started yet do not start
+PID_ENV = "HYMARL_SWEEP_PID"  # the launcher's pid, inherited by jobs in child processes
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 NAME_KEYS = {"algo", "env", "seed", "experiment"}  # keys the default run name already shows
 
@@ -164,6 +169,11 @@ class MLflowSweepCallback(Callback):
         except ConfigError as exc:  # e.g. the tracking server is down: no job starts
             print(f"Error: {exc}", file=sys.stderr)
             sys.exit(2)
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / STOP_FILE).unlink(missing_ok=True)  # left by an interrupted earlier run
+        os.environ[PID_ENV] = str(os.getpid())
+        SweepStop(sweep_dir).install()
         if self._state is not None:
             atexit.register(self._at_exit)
 
@@ -187,6 +197,8 @@ class MLflowSweepCallback(Callback):
             write_job_status(job_dir, "FINISHED", None, value if isinstance(value, (int, float)) else None)
         else:
             exc = job_return._return_value
+            if isinstance(exc, JobNotStarted):
+                return  # counted as not run
             status = "KILLED" if isinstance(exc, JobInterrupted) else "FAILED"
             write_job_status(job_dir, status, f"{type(exc).__name__}: {exc}", None)
 
@@ -246,6 +258,76 @@ def _short_error(exc: Exception) -> str:
 
 class JobInterrupted(RuntimeError):
     """A job stopped by SIGINT/SIGTERM; its checkpoint lets a re-run of the sweep resume it."""
+
+
+class JobNotStarted(RuntimeError):
+    """The sweep was stopped (Ctrl-C) before this job started: it does not run, a re-run runs it."""
+
+
+STOPPED = False  # set in the launcher's process by the first Ctrl-C
+
+
+def in_launcher_process() -> bool:
+    """True when the job runs in the launcher's own process (the basic launcher)."""
+    return os.environ.get(PID_ENV, str(os.getpid())) == str(os.getpid())
+
+
+def check_not_stopped(sweep_dir: str | Path) -> None:
+    if (Path(sweep_dir) / STOP_FILE).exists():
+        raise JobNotStarted("the sweep was stopped before this job started")
+
+
+def _child_pids() -> list[int]:
+    """Direct children of this process (Linux /proc; elsewhere none)."""
+    me, out = os.getpid(), []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return out
+    for e in entries:
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me:
+            out.append(int(e))
+    return out
+
+
+class SweepStop:
+    """Ctrl-C in the launcher's process while jobs run in child processes (joblib, submitit_local):
+    the first one writes the sweep's STOP file (no new job starts) and passes SIGINT on to the running
+    jobs, which stop with a checkpoint (a job that got it from the terminal too ignores the repeat);
+    the launcher then collects them and exits 130. A second Ctrl-C aborts at once."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.sweep_dir = sweep_dir
+        self.count = 0
+        self.at = 0.0
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self)
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        global STOPPED
+        if self.count and time.monotonic() - self.at < 1.0:
+            return  # the same Ctrl-C, delivered again
+        self.count += 1
+        if self.count > 1:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        STOPPED = True
+        self.at = time.monotonic()
+        (self.sweep_dir / STOP_FILE).write_text(f"stopped by SIGINT at {time.ctime()}\n")
+        print("[sweep] stopping: running jobs save a checkpoint, no new job starts (Ctrl-C again to abort); "
+              "run the same command with the same hydra.sweep.dir to continue", file=sys.stderr, flush=True)
+        for pid in _child_pids():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGINT)
 
 
 def start_parent(cfg: DictConfig) -> dict[str, Any] | None:

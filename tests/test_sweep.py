@@ -258,3 +258,49 @@ def test_launcher_configs_compose(tmp_path, launcher):
     assert "_target_: hydra_plugins." in r.stdout
     if launcher == "slurm":
         assert "max_num_timeout: 3" in r.stdout and "SlurmLauncher" in r.stdout
+
+
+def test_ctrl_c_in_a_joblib_sweep_checkpoints_the_running_jobs(tmp_path, store, store_uri, exp_name):
+    """Jobs in worker processes: SIGINT to the launcher stops every running job with a checkpoint
+    (the launcher passes it on), starts no new job, exits 130; a re-run resumes them and runs the rest."""
+    sdir = tmp_path / "sweep"
+    common = ["+algo=qmix", "+env=twostep", "test_interval=100", "log_interval=100", "test_nepisodes=4",
+              "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"logger.mlflow.experiment_name={exp_name}"]
+    env = dict(os.environ, MLFLOW_TRACKING_URI=store_uri)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner", "-m", *common, "t_max=1000000,1000000,400", "progress=false",
+         f"hydra.sweep.dir={sdir}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        runs: list = []
+        while time.monotonic() < deadline and len(runs) < 2:
+            exp = store.get_experiment_by_name(exp_name)
+            runs = store.search_runs([exp.experiment_id], "tags.mode = 'train'") if exp else []
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.3)
+        assert len(runs) == 2, "jobs 0 and 1 did not start"
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)  # the launcher only: it passes the signal on to the jobs
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-3000:]
+    assert "[sweep] stopping: running jobs save a checkpoint, no new job starts" in out
+    parent, children = parent_and_children(store, exp_name)
+    assert [c.info.status for c in children] == ["KILLED", "KILLED"]
+    assert parent.info.status == "KILLED"
+    assert parent.data.metrics["jobs_killed"] == 2 and parent.data.metrics["jobs_not_run"] == 1
+    for job in ("0", "1"):
+        assert json.loads((sdir / job / "job_status.json").read_text())["status"] == "KILLED"
+        assert list((sdir / job / "checkpoints").glob("step_*.pt"))
+    assert not (sdir / "2" / "job_status.json").exists()
+
+    r = sweep([*common, "t_max=1000,1000,400"], tmp_path, store_uri, sdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "job 0 resumes from" in r.stdout and "job 1 resumes from" in r.stdout
+    parent2, children2 = parent_and_children(store, exp_name)
+    assert parent2.info.status == "FINISHED" and parent2.data.metrics["jobs_finished"] == 3
+    assert [c.info.run_id for c in children2[:2]] == [c.info.run_id for c in children]
+    assert all(c.info.status == "FINISHED" for c in children2) and len(children2) == 3
