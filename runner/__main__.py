@@ -75,8 +75,7 @@ def prepare_sweep_job(cfg: DictConfig, hc) -> tuple[DictConfig, dict | None]:
     cb = OmegaConf.select(hc, "callbacks.mlflow_sweep", default=None)
     if cb is None or not cb.get("resume", True) or cfg.resume or cfg.checkpoint or cfg.evaluate:
         return cfg, None
-    ckpts = sorted((job_dir / "checkpoints").glob("step_*.pt")) if (job_dir / "checkpoints").is_dir() else []
-    if not ckpts:
+    if not any((job_dir / "checkpoints").glob("step_*.pt")):
         return cfg, None
     prev = sweep.previous_job(job_dir)
     ckpt_path, data = checkpoint.load(job_dir)

@@ -249,3 +249,21 @@ def test_grouped_gru_cell_matches_torch_gru_cell() -> None:
         ref.bias_hh.copy_(cell.w_hh.bias[0])
     x, h = torch.randn(6, 4), torch.randn(6, 5)
     assert torch.allclose(cell(x, h), ref(x, h), atol=1e-6)
+
+
+def test_stop_request_ignores_the_same_ctrl_c_twice_and_aborts_on_a_second_one(monkeypatch):
+    import signal as _signal
+
+    import runner.experiment as experiment
+
+    clock = [100.0]
+    monkeypatch.setattr(experiment.time, "monotonic", lambda: clock[0])
+    stop = StopRequest()
+    stop(_signal.SIGINT)
+    assert stop.signum == _signal.SIGINT
+    clock[0] += 0.2  # the terminal's SIGINT and the sweep launcher's forwarded copy
+    stop(_signal.SIGINT)
+    assert stop.signum == _signal.SIGINT
+    clock[0] += 1.5  # the user presses Ctrl-C again
+    with pytest.raises(KeyboardInterrupt):
+        stop(_signal.SIGINT)
