@@ -109,6 +109,9 @@ def app(cfg: DictConfig) -> float | None:
         name = None
         if multirun:
             sweep.check_not_stopped(hc.sweep.dir)
+            if not sweep.in_launcher_process():  # parallel jobs share the terminal: log lines, no live bars
+                with open_dict(cfg):
+                    cfg.progress = False
             cfg, done = prepare_sweep_job(cfg, hc)
             if done is not None:
                 return done.get("value")

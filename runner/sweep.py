@@ -201,6 +201,7 @@ class MLflowSweepCallback(Callback):
                 return  # counted as not run
             status = "KILLED" if isinstance(exc, JobInterrupted) else "FAILED"
             write_job_status(job_dir, status, f"{type(exc).__name__}: {exc}", None)
+        print_progress(Path(HydraConfig.get().sweep.dir))
 
     def _at_exit(self) -> None:
         """The basic sweeper raises the first failed job's error before on_multirun_end: the parent
@@ -394,14 +395,27 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
         info = {"parent_run_id": run_id, "sweep_id": sweep_id, "tracking_uri": uri, "experiment_id": exp_id,
                 "experiment": experiment, "sweep_dir": str(sweep_dir), "varying": sorted(varying)}
         print(f"[sweep] MLflow parent run {run_id} ({name}) in {uri}")
+    info["expected"] = expected_jobs(cfg, task)
     tmp = sweep_dir / (SWEEP_FILE + ".tmp")
     tmp.write_text(json.dumps(info, indent=1))
     os.replace(tmp, sweep_dir / SWEEP_FILE)
-    return {**info, "started": time.time(), "expected": expected_jobs(cfg, task)}
+    return {**info, "started": time.time()}
 
 
 def _param_key(key: str) -> str:
     return _override_key(key).replace("@", ".").replace("/", ".")
+
+
+def print_progress(sweep_dir: Path) -> None:
+    """One line after each job, from whichever process ran it: ``[sweep] 7/30 jobs done (7 finished)``."""
+    info = read_sweep_file(sweep_dir) or {}
+    counts: dict[str, int] = {}
+    for j in job_statuses(sweep_dir).values():
+        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    done = sum(counts.values())
+    total = f"/{info['expected']}" if info.get("expected") else ""
+    detail = ", ".join(f"{n} {status.lower()}" for status, n in sorted(counts.items()))
+    print(f"[sweep] {done}{total} jobs done ({detail})", flush=True)
 
 
 def job_statuses(sweep_dir: Path) -> dict[str, dict[str, Any]]:

@@ -53,6 +53,7 @@ def test_sweep_is_one_parent_with_a_child_per_job(tmp_path, store, store_uri, ex
     r = sweep(["+algo=qmix,vdn", "+env=twostep", "seed=0,1", *SHORT, f"logger.mlflow.experiment_name={exp_name}"],
               tmp_path, store_uri, sdir)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "[sweep] 1/4 jobs done (1 finished)" in r.stdout and "[sweep] 4/4 jobs done (4 finished)" in r.stdout
     parent, children = parent_and_children(store, exp_name)
     assert parent.info.status == "FINISHED"
     assert parent.data.params["algo"] == "qmix,vdn" and parent.data.params["seed"] == "0,1"
@@ -85,6 +86,7 @@ def test_eight_parallel_jobs_on_a_fresh_sqlite_store(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
     assert "database is locked" not in out and "migrat" not in out.lower()
+    assert "[sweep] 8/8 jobs done (8 finished)" in out
     client = MlflowClient(store_uri)
     parent, children = parent_and_children(client, "hymarl")
     assert parent.data.tags["launcher"] == "JoblibLauncher"
