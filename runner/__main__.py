@@ -106,7 +106,7 @@ def app(cfg: DictConfig) -> float | None:
         else:
             check_required_groups(hc.runtime.choices)
         tags: dict[str, str] = {}
-        name = None
+        suffix = ""
         if multirun:
             sweep.check_not_stopped(hc.sweep.dir)
             if not sweep.in_launcher_process():  # parallel jobs share the terminal: log lines, no live bars
@@ -116,9 +116,9 @@ def app(cfg: DictConfig) -> float | None:
             if done is not None:
                 return done.get("value")
             tags = sweep.job_tags(hc.sweep.dir, hc.job.num, list(hc.overrides.task))
-            name = sweep.job_run_name(cfg, hc.sweep.dir, hc.job.num)
+            suffix = sweep.job_name_suffix(hc.sweep.dir, hc.job.num)
         result = experiment.run(cfg, Path(hc.runtime.output_dir), list(hc.overrides.task), extra_tags=tags,
-                                run_name=name)
+                                name_suffix=suffix)
     except ConfigError as exc:
         _remove_if_empty(Path(hc.runtime.output_dir))
         if multirun:

@@ -274,9 +274,15 @@ class Experiment:
 
 
 def run_info(
-    cfg: DictConfig, resolved: dict[str, Any], run_dir: Path, hydra_dir: Path | None, overrides: list[str], mode: str
+    cfg: DictConfig,
+    resolved: dict[str, Any],
+    run_dir: Path,
+    hydra_dir: Path | None,
+    overrides: list[str],
+    mode: str,
+    name_suffix: str = "",
 ) -> RunInfo:
-    name = cfg.run_name or f"{cfg.algo_name}-{cfg.env.label}-s{cfg.seed}"
+    name = cfg.run_name or f"{cfg.algo_name}-{cfg.env.label}-s{cfg.seed}{name_suffix}"
     if mode == "evaluate":
         name = f"eval-{name}"
     commit = git_commit()
@@ -298,10 +304,11 @@ def run(
     hydra_dir: Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     extra_tags: dict[str, str] | None = None,
-    run_name: str | None = None,
+    name_suffix: str = "",
 ) -> RunResult:
     """Train (or evaluate) as configured. Every check that can fail runs before a run is created.
-    ``extra_tags``/``run_name``: a sweep's job makes its run a child of the sweep's parent run."""
+    ``extra_tags``/``name_suffix``: a sweep's job makes its run a child of the sweep's parent run
+    (the suffix goes after the default run name, e.g. ``-#7`` for an Optuna trial)."""
     validate(cfg)
     device = resolve_device(cfg.device)
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
@@ -327,10 +334,9 @@ def run(
 
     stop = StopRequest()
     exp = Experiment(cfg, comps, run_dir, stop)
-    info = run_info(cfg, resolved, run_dir, hydra_dir, list(overrides), "evaluate" if cfg.evaluate else "train")
+    mode = "evaluate" if cfg.evaluate else "train"
+    info = run_info(cfg, resolved, run_dir, hydra_dir, list(overrides), mode, name_suffix)
     info.tags.update(extra_tags or {})
-    if run_name:
-        info.run_name = run_name
     if cfg.resume:
         exp.restore(ckpt, ckpt_path)  # type: ignore[arg-type]
         info.resume_state = ckpt["loggers"]  # type: ignore[index]

@@ -114,15 +114,12 @@ def job_tags(sweep_dir: str | Path, job_num: int, task_overrides: list[str]) -> 
     }
 
 
-def job_run_name(cfg: DictConfig, sweep_dir: str | Path, job_num: int) -> str | None:
-    """``qmix-twostep-s3`` as for single runs; with a '#<job>' suffix when the sweep varies other
-    keys too (e.g. an optuna study), so the UI list tells the jobs apart."""
+def job_name_suffix(sweep_dir: str | Path, job_num: int) -> str:
+    """``-#<job>`` after the default run name (``qmix-twostep-s3``) when the sweep varies keys the
+    name does not show (e.g. an optuna study), so the UI list tells the jobs apart; else nothing."""
     info = read_sweep_file(sweep_dir)
-    if cfg.run_name or not info:
-        return None
-    base = f"{cfg.algo_name}-{cfg.env.label}-s{cfg.seed}"
-    extra = set(info.get("varying", [])) - NAME_KEYS
-    return f"{base}-#{job_num}" if extra else None
+    extra = set(info.get("varying", [])) - NAME_KEYS if info else set()
+    return f"-#{job_num}" if extra else ""
 
 
 def previous_job(job_dir: Path) -> dict[str, Any] | None:
@@ -130,8 +127,8 @@ def previous_job(job_dir: Path) -> dict[str, Any] | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
-def write_job_status(job_dir: Path, status: str, error: str | None, value: Any, run_id: str | None = None) -> None:
-    data = {"status": status, "error": error, "value": value, "run_id": run_id, "time": time.time()}
+def write_job_status(job_dir: Path, status: str, error: str | None, value: Any) -> None:
+    data = {"status": status, "error": error, "value": value, "time": time.time()}
     job_dir.mkdir(parents=True, exist_ok=True)
     tmp = job_dir / (JOB_FILE + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
@@ -349,6 +346,7 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
     if search:
         varying.update({str(k): str(v) for k, v in search.items()})
 
+    n_jobs = expected_jobs(cfg, task)
     client = tracking.client_for(uri)  # fails in seconds when a server is down
     exp_id = tracking.ensure_experiment(client, experiment, uri)  # the store's migrations run here, once
     previous = read_sweep_file(sweep_dir)
@@ -367,7 +365,6 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
         commit = git_commit()
         launcher = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="")).rsplit(".", 1)[-1]
         sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1]
-        n_jobs = expected_jobs(cfg, task)
         tags = {
             "mode": "sweep",
             "sweep_id": sweep_id,
@@ -395,7 +392,7 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
         info = {"parent_run_id": run_id, "sweep_id": sweep_id, "tracking_uri": uri, "experiment_id": exp_id,
                 "experiment": experiment, "sweep_dir": str(sweep_dir), "varying": sorted(varying)}
         print(f"[sweep] MLflow parent run {run_id} ({name}) in {uri}")
-    info["expected"] = expected_jobs(cfg, task)
+    info["expected"] = n_jobs
     tmp = sweep_dir / (SWEEP_FILE + ".tmp")
     tmp.write_text(json.dumps(info, indent=1))
     os.replace(tmp, sweep_dir / SWEEP_FILE)
