@@ -18,7 +18,8 @@ worker processes. What it takes care of:
   (bootstrapped) when the env says so. An episode that reaches ``episode_limit`` is cut there and
   counts as ``time_limit`` says, unless the env terminated it itself at that step (LBF and RWARE
   report their time limit as *done*: :class:`envs.gym_ma.GymParallel` makes that a truncation).
-- **Rewards**: per-agent rewards are aggregated into the team reward (``reward=sum`` or ``mean``).
+- **Rewards**: per-agent rewards are aggregated into the team reward (``reward=sum`` or ``mean``);
+  with ``agent_returns`` each agent's own return is reported too (for per-group returns).
 - **Infos**: the ``info_keys`` of the last step's infos become per-episode stats, logged as
   ``<key>_mean`` (``test_<key>_mean`` in test phases), e.g. SMAC's ``battle_won_mean``.
 - **Seeding**: copy i is reset with ``seed + i`` once, then keeps its own RNG stream; the RNG
@@ -61,6 +62,9 @@ class AdapterConfig(EnvConfig):
     """The one action available to an agent that is dead or has left (its action is not sent)."""
     info_keys: list[str] = field(default_factory=list)
     """Keys of the last step's infos logged per episode as <key>_mean (e.g. battle_won)."""
+    agent_returns: bool = False
+    """Also report each agent's own episode return (per-episode stats ``agent_return/<agent>``).
+    Turned on when agent groups are configured: they become the per-group returns."""
     t_max: int = 200_000
     test_interval: int = 10_000
     log_interval: int = 10_000
@@ -241,7 +245,8 @@ class StandardEnv:
                 "(set env.episode_limit=<max steps per episode>)"
             )
         self.limit = int(limit)
-        self.spec = EnvSpec(n, self.max_actions, self.obs_dim, self.state_dim, self.limit, self.agents)
+        self.spec = EnvSpec(n, self.max_actions, self.obs_dim, self.state_dim, self.limit, self.agents,
+                            tuple(self.obs_sizes), tuple(self.n_actions))
 
         self._obs = np.zeros((n, self.obs_dim), np.float32)
         self._avail = np.zeros((n, self.max_actions), bool)
@@ -257,6 +262,8 @@ class StandardEnv:
         self.seeded = False
         self.pending_rng: Any = None
         self.stats: dict[str, float] = {}
+        self._agent_index = {a: i for i, a in enumerate(self.agents)}
+        self._agent_ret = np.zeros(n, np.float64)
 
     def _has_state(self) -> bool:
         try:
@@ -275,6 +282,7 @@ class StandardEnv:
         else:
             obs, infos = self.env.reset()
         self.t, self.done, self.stats = 0, False, {}
+        self._agent_ret[:] = 0.0
         return self._observe(obs, infos)
 
     def step(self, actions: np.ndarray) -> Transition:
@@ -290,6 +298,10 @@ class StandardEnv:
         obs, rewards, terms, truncs, infos = self.env.step(sent)
         self.t += 1
         values = [float(r) for r in rewards.values()]
+        if self.cfg.agent_returns:
+            for a, r in rewards.items():
+                if a in self._agent_index:
+                    self._agent_ret[self._agent_index[a]] += float(r)
         reward = (sum(values) if self.cfg.reward == "sum" else sum(values) / len(values)) if values else 0.0
         remaining = set(self.env.agents)
         ended = not remaining or all(terms.get(a) or truncs.get(a) for a in remaining)
@@ -358,10 +370,15 @@ class StandardEnv:
         for key in self.cfg.info_keys:
             vals = [float(d[key]) for d in infos.values() if isinstance(d, dict) and key in d]
             out[key] = float(np.mean(vals)) if vals else 0.0
+        if self.cfg.agent_returns:
+            out.update({f"agent_return/{a}": float(r) for a, r in zip(self.agents, self._agent_ret)})
         return out
 
     def episode_stats(self) -> dict[str, float]:
-        return {k: self.stats.get(k, 0.0) for k in self.cfg.info_keys}
+        keys = list(self.cfg.info_keys)
+        if self.cfg.agent_returns:
+            keys += [f"agent_return/{a}" for a in self.agents]
+        return {k: self.stats.get(k, 0.0) for k in keys}
 
     # -- RNG (checkpoints) ------------------------------------------------------------------------
     def get_rng_state(self) -> Any:

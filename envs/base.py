@@ -44,6 +44,17 @@ class EnvSpec:
     state_dim: int
     episode_limit: int
     agent_ids: tuple[str, ...]
+    agent_obs_dims: tuple[int, ...] = ()
+    """Each agent's own observation size (heterogeneous agents: obs is zero-padded to obs_dim,
+    agent i's observation is obs[..., i, :agent_obs_dims[i]]). Empty: every agent has obs_dim."""
+    agent_n_actions: tuple[int, ...] = ()
+    """Each agent's own number of actions (the rest of n_actions is never available). Empty: n_actions."""
+
+    def obs_dim_of(self, i: int) -> int:
+        return self.agent_obs_dims[i] if self.agent_obs_dims else self.obs_dim
+
+    def n_actions_of(self, i: int) -> int:
+        return self.agent_n_actions[i] if self.agent_n_actions else self.n_actions
 
 
 class Observation(NamedTuple):

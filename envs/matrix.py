@@ -28,6 +28,9 @@ class TwoStepConfig(EnvConfig):
     """Reward of every joint action in state 2A."""
     payoff_2b: Any = field(default_factory=lambda: [[0.0, 1.0], [1.0, 8.0]])
     """Payoff matrix of state 2B (rows: agent 1's action)."""
+    bystanders: int = 0
+    """Extra agents (agent_2, ...) that see the same state and act, but whose actions never
+    change the payoff: a team with members outside the learners' control (agent groups)."""
     t_max: int = 10_000
     test_interval: int = 1_000
     log_interval: int = 1_000
@@ -39,29 +42,34 @@ class TwoStepGame(VecEnv):
 
     2A pays ``payoff_2a`` for every joint action, 2B pays ``payoff_2b``. Two steps, then the
     episode terminates. Observation and state: one-hot of (1, 2A, 2B); zeros once terminal.
+    ``bystanders`` more agents observe and act too, without any effect on the payoff.
     """
 
     LABELS = ("state 1", "state 2A", "state 2B")
 
     def __init__(self, cfg: TwoStepConfig, n_envs: int, seed: int, device: torch.device) -> None:
         self.n_envs, self.device = n_envs, torch.device(device)
-        self.spec = EnvSpec(n_agents=2, n_actions=2, obs_dim=3, state_dim=3, episode_limit=2, agent_ids=_agent_ids(2))
+        n = self.n_agents = 2 + cfg.bystanders
+        self.spec = EnvSpec(n_agents=n, n_actions=2, obs_dim=3, state_dim=3, episode_limit=2, agent_ids=_agent_ids(n))
         self.payoff_2b = torch.tensor(cfg.payoff_2b, dtype=torch.float32, device=self.device).flatten()
         self.payoff_2a = float(cfg.payoff_2a)
         self.cur = torch.zeros(n_envs, dtype=torch.long, device=self.device)  # 0:1, 1:2A, 2:2B, 3:terminal
         self._eye = torch.cat([torch.eye(3, device=self.device), torch.zeros(1, 3, device=self.device)])
-        self._avail = torch.ones(n_envs, 2, 2, dtype=torch.bool, device=self.device)
+        self._avail = torch.ones(n_envs, n, 2, dtype=torch.bool, device=self.device)
 
     @classmethod
     def check_config(cls, cfg: Any) -> list[str]:
+        errs = []
         p = _plain(cfg.env.payoff_2b)
         if _payoff_shape(p) != (2, 2):
-            return [f"env.payoff_2b={p} is invalid: must be a 2x2 matrix of numbers"]
-        return []
+            errs.append(f"env.payoff_2b={p} is invalid: must be a 2x2 matrix of numbers")
+        if cfg.env.bystanders < 0:
+            errs.append(f"env.bystanders={cfg.env.bystanders} is invalid: must be >= 0")
+        return errs
 
     def _observe(self) -> Observation:
         onehot = self._eye[self.cur]
-        return Observation(onehot.unsqueeze(1).expand(-1, 2, -1).contiguous(), onehot, self._avail)
+        return Observation(onehot.unsqueeze(1).expand(-1, self.n_agents, -1).contiguous(), onehot, self._avail)
 
     def reset(self) -> Observation:
         self.cur.zero_()
@@ -81,7 +89,8 @@ class TwoStepGame(VecEnv):
         pts = []
         for i, label in enumerate(self.LABELS):
             onehot = self._eye[i]
-            pts.append(QPoint(label, onehot.expand(2, 3), onehot, torch.ones(2, 2, dtype=torch.bool, device=self.device)))
+            n = self.n_agents
+            pts.append(QPoint(label, onehot.expand(n, 3), onehot, torch.ones(n, 2, dtype=torch.bool, device=self.device)))
         return pts
 
 

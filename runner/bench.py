@@ -5,7 +5,8 @@ and ``<!-- bench:end -->`` lines of README.md (when both exist; ``--no-readme`` 
 
 Each config runs in its own subprocess (``--one NAME``), so that its peak RSS is its own:
 two-step with the episode runner (B=1) and the parallel runner (B=64, B=1024; natively batched),
-and Level-Based Foraging (``Foraging-8x8-2p-3f-v3``, a Python env) at PyMARL-family defaults
+the three-agent two-step (``twostep3``) at B=64 without agent groups (one shared network over
+three agents) and with groups (two agents learn, the third acts at random), and Level-Based Foraging (``Foraging-8x8-2p-3f-v3``, a Python env) at PyMARL-family defaults
 (Adam 5e-4, batch 32 episodes, buffer 5000, 64-unit feed-forward agent with agent-id input,
 epsilon 1 -> 0.05 over 50k, target copy every 200 episodes) with the episode runner (B=1, in
 process) and the parallel runner (B=8 copies in 2 worker processes, in 1, and in this process).
@@ -59,6 +60,10 @@ CONFIGS = {
     "twostep, episode, B=1": ["+env=twostep", "runner=episode"],
     "twostep, parallel, B=64": ["+env=twostep", "runner=parallel", "runner.n_envs=64"],
     "twostep, parallel, B=1024": ["+env=twostep", "runner=parallel", "runner.n_envs=1024"],
+    "twostep3, parallel, B=64": ["+env=twostep3", "runner=parallel", "runner.n_envs=64"],
+    "twostep3, groups 2 learn + 1 random, parallel, B=64": [
+        "+env=twostep3", "runner=parallel", "runner.n_envs=64",
+        "groups={learners:[agent_0,agent_1],others:{agents:[agent_2],policy:random}}"],
     "LBF, episode, B=1": [*LBF, "runner=episode"],
     "LBF, parallel, B=8, 2 workers": [*LBF, "runner=parallel", "runner.n_envs=8", "runner.n_workers=2"],
     "LBF, parallel, B=8, 1 worker": [*LBF, "runner=parallel", "runner.n_envs=8", "runner.n_workers=1"],

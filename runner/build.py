@@ -61,6 +61,8 @@ class Components:
 def build(cfg: DictConfig, device: torch.device) -> Components:
     """env -> controller -> learner -> buffer (scheme incl. the components' extra fields) -> runner."""
     env_cfg = typed(cfg.env, registry.ENVS)
+    if cfg.get("groups") is not None and hasattr(env_cfg, "agent_returns"):
+        env_cfg.agent_returns = True  # per-group returns from the agents' own rewards
     env_cls = registry.ENVS.get(env_cfg.name)
     runner_cfg = typed(cfg.runner, registry.RUNNERS)
     runner_cls = registry.RUNNERS.get(runner_cfg.name)
@@ -75,9 +77,18 @@ def build(cfg: DictConfig, device: torch.device) -> Components:
 def _build_on(cfg: DictConfig, env: VecEnv, runner_cls: Any, device: torch.device) -> Components:
     spec = env.spec
 
-    controller = registry.CONTROLLERS.get(cfg.controller.name)(
-        typed(cfg.controller, registry.CONTROLLERS), typed(cfg.agent, registry.AGENTS), spec, device
-    )
+    if cfg.get("groups") is not None:
+        from runner.controllers.grouped import GroupedController
+        from runner.groups import resolve
+
+        groups = resolve(cfg.groups, spec, f"env '{cfg.env.label}'")
+        controller = GroupedController(
+            groups, typed(cfg.controller, registry.CONTROLLERS), typed(cfg.agent, registry.AGENTS), spec, device
+        )
+    else:
+        controller = registry.CONTROLLERS.get(cfg.controller.name)(
+            typed(cfg.controller, registry.CONTROLLERS), typed(cfg.agent, registry.AGENTS), spec, device
+        )
     learner = registry.LEARNERS.get(cfg.learner.name)(
         typed(cfg.learner, registry.LEARNERS), controller, typed(cfg.mixer, registry.MIXERS), spec, device
     )

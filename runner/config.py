@@ -59,6 +59,9 @@ class Config:
     run_name: Any = None
     """MLflow run name; default <algo>-<env>-s<seed>."""
 
+    groups: Any = None
+    """Agent groups and their policies (runner/groups.py): None or all (one shared network), per_agent,
+    or {name: [agents]} / {name: {agents, policy: learn|random|frozen|{_target_}, ...}}."""
     env: Any = MISSING
     learner: Any = MISSING
     mixer: Any = MISSING
@@ -175,6 +178,9 @@ def validate(cfg: DictConfig) -> None:
         "cannot be combined with evaluate=true (use checkpoint=)",
     )
 
+    from runner.groups import check_config as check_groups
+
+    errors.extend(check_groups(cfg))
     # Component-specific checks live next to the component: `check(cfg) -> list[str]`.
     for group in ("env", "learner", "mixer", "controller", "agent", "runner", "buffer"):
         name = cfg[group].get("name")

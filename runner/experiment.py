@@ -264,11 +264,12 @@ class Experiment:
                 rows[k] = self.state.latest[k]
         console.print(summary_table(title, rows))
         for t in tables:
-            if "q_tot" in t and self.c.spec.n_agents == 2:
+            if "q_tot" in t and len(t["agent_q"]) == 2:
                 console.print(q_table(f"Q_tot at {t['state']}", t["q_tot"]))
             else:
-                for i, q in enumerate(t["agent_q"]):
-                    console.print(f"Q_{i + 1} at {t['state']}: " + ", ".join(f"{v:.2f}" for v in q))
+                names = t.get("agents") or [str(i + 1) for i in range(len(t["agent_q"]))]
+                for name, q in zip(names, t["agent_q"]):
+                    console.print(f"Q_{name} at {t['state']}: " + ", ".join(f"{v:.2f}" for v in q))
         for line in self.c.loggers.describe():
             console.print(line)
 

@@ -167,7 +167,7 @@ def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
     ("override", "message"),
     [
         ("+learner.lrr=1e-3", "unknown key 'learner.lrr' for learner 'q_learner'. Valid keys: batch_size, double_q,"),
-        ("+env.payof=1", "unknown key 'env.payof' for env 'twostep'. Valid keys: label, log_interval, name, payoff_2a,"),
+        ("+env.payof=1", "unknown key 'env.payof' for env 'twostep'. Valid keys: bystanders, label, log_interval, name, payoff_2a,"),
         ("+logger.mlflow.uri=x", "unknown key 'logger.mlflow.uri' for logger 'mlflow'. Valid keys: experiment_name,"),
     ],
 )

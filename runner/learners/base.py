@@ -82,6 +82,7 @@ class BaseLearner:
             self.optimiser = torch.optim.RMSprop(
                 self.params, lr=cfg.lr, alpha=cfg.optim_alpha, eps=cfg.optim_eps, foreach=True
             )
+        self.grad_groups: dict[str, list[nn.Parameter]] = {}  # name -> parameters: logs grad_norm_<name>
         self.n_updates = 0
         self.target_clock = 0  # training episodes behind the updates so far (hard target copies)
 
@@ -99,6 +100,9 @@ class BaseLearner:
             )
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
+        for name, params in self.grad_groups.items():
+            grads = [p.grad for p in params if p.grad is not None]
+            stats[f"grad_norm_{name}"] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads])) if grads else torch.zeros(())
         clip = self.cfg.grad_norm_clip if self.cfg.grad_norm_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
         self.optimiser.step()

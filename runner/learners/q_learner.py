@@ -48,9 +48,15 @@ def td_lambda_targets(
 class QLearner(BaseLearner):
     def __init__(self, cfg: QLearnerConfig, controller: Any, mixer_cfg: Any, spec: Any, device: torch.device) -> None:
         self.cfg, self.controller, self.spec = cfg, controller, spec
-        self.mixer = MIXERS.get(mixer_cfg.name)(mixer_cfg, spec.n_agents, self.mixer_state_dim()).to(device)
+        # agent groups: only the learning agents are mixed; the others are part of the environment
+        self.learn_idx = getattr(controller, "learn_idx", None)
+        self.learn_positions: dict[str, list[int]] = getattr(controller, "learn_positions", {})
+        n_mixed = spec.n_agents if self.learn_idx is None else len(self.learn_idx)
+        self.mixer = MIXERS.get(mixer_cfg.name)(mixer_cfg, n_mixed, self.mixer_state_dim()).to(device)
         modules = {"agent": controller.agent, "mixer": self.mixer, **self.extra_modules(device)}
         super().__init__(cfg, modules, device, target_keys=("agent", "mixer"))
+        if self.learn_positions:  # per-group gradient norms
+            self.grad_groups = {g: list(controller.agent[g].parameters()) for g in self.learn_positions}
 
     def mixer_state_dim(self) -> int:
         """Size of what the mixer is conditioned on (the env state; subclasses may add to it)."""
@@ -85,11 +91,17 @@ class QLearner(BaseLearner):
         mask = batch["filled"][:, :-1].float()
         avail = batch["avail_actions"]
         states = self.mixer_states(batch)
+        idx = self.learn_idx
 
         q = self.controller.forward_seq(batch)  # [B, T+1, N, A]
+        if idx is not None:  # the learning agents only
+            q, actions, avail = q[:, :, idx], actions[:, :, idx], avail[:, :, idx]
         chosen = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [B, T, N]
         with torch.no_grad():
-            tq = self.controller.forward_seq(batch, agent=self.targets["agent"]).masked_fill(~avail, NEG)
+            tq = self.controller.forward_seq(batch, agent=self.targets["agent"])
+            if idx is not None:
+                tq = tq[:, :, idx]
+            tq = tq.masked_fill(~avail, NEG)
             if cfg.double_q:
                 best = q.detach().masked_fill(~avail, NEG).argmax(-1, keepdim=True)
                 t_max_q = tq.gather(-1, best).squeeze(-1)
@@ -107,13 +119,31 @@ class QLearner(BaseLearner):
             "q_taken_mean": (chosen_tot.detach() * m).sum() / n_valid,
             "target_mean": (targets * m).sum() / n_valid,
         }
+        if self.learn_positions:
+            stats.update(self.group_stats(chosen.detach(), td.detach(), m))
         return loss, stats, q
+
+    def group_stats(self, chosen: torch.Tensor, td: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per learning group: the mean Q of the taken actions, and with independent targets (no
+        joint mixer, one TD error per agent) the group's own TD loss."""
+        out = {}
+        per_agent = td.shape[-1] == chosen.shape[-1] and not getattr(self.mixer, "joint", False)
+        for g, pos in self.learn_positions.items():
+            n = m.sum() * len(pos)
+            out[f"q_taken_mean_{g}"] = (chosen[..., pos] * m).sum() / n
+            if per_agent:
+                out[f"loss_{g}"] = (td[..., pos] ** 2).sum() / n
+        return out
 
     @torch.no_grad()
     def q_table(self, obs: torch.Tensor, state: torch.Tensor, avail: torch.Tensor) -> dict[str, Any]:
         """Learned values at one state: per-agent Q [N, A] and, with a joint mixer, Q_tot over joint actions."""
         agent_q = self.controller.q_values(obs.unsqueeze(0))[0]  # [N, A]
-        out: dict[str, Any] = {"agent_q": agent_q.cpu().tolist()}
+        out: dict[str, Any] = {}
+        if self.learn_idx is not None:  # agent groups: the learning agents' values
+            agent_q = agent_q[self.learn_idx]
+            out["agents"] = [self.spec.agent_ids[i] for i in self.learn_idx.tolist()]
+        out["agent_q"] = agent_q.cpu().tolist()
         if getattr(self.mixer, "joint", False):
             n, a = agent_q.shape
             joint = torch.cartesian_prod(*[torch.arange(a, device=agent_q.device)] * n).view(-1, n)

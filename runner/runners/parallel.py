@@ -7,7 +7,8 @@ memory with this one (``runner.n_workers``), or in this process (``n_workers=0``
 the episode runner).
 Components that need per-episode work (e.g. sampling a latent) register hooks instead of
 editing this loop: ``on_episode_start(batch, observation, test_mode)`` is called after reset,
-with the first observation of every copy.
+with the first observation of every copy; a controller's ``rollout_stats(returns, env_stats)``
+may add per-episode stats (agent groups: the return of each group).
 """
 
 from __future__ import annotations
@@ -134,7 +135,10 @@ class ParallelRunner:
                 break
         # the observation that followed each episode's last step, for bootstrapping
         batch.write(t + 1, obs=ob.obs.to(self.device), state=ob.state.to(self.device), avail_actions=ob.avail_actions.to(self.device))
-        return Rollout(batch, returns, lengths, env.episode_stats(), int(lengths.sum().item()))
+        stats = env.episode_stats()
+        if hasattr(self.controller, "rollout_stats"):  # e.g. per-group returns of agent groups
+            stats = self.controller.rollout_stats(returns, stats)
+        return Rollout(batch, returns, lengths, stats, int(lengths.sum().item()))
 
     def close(self) -> None:
         self.env.close()

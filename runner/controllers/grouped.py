@@ -1,0 +1,233 @@
+"""A controller per agent group (see :mod:`runner.groups`), behind the one-controller interface.
+
+Every learning group has its own :class:`BasicController` (parameters shared inside the group,
+separate across groups; with its own observation and action sizes). Fixed groups act randomly
+or by a scripted policy, frozen groups act greedily with a network loaded from an earlier run's
+checkpoint. The learner trains ``agent`` (the learning groups' networks) and mixes the Q-values
+of the learning agents only (``learn_idx``): the other agents are part of the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from envs.base import EnvSpec
+from runner.buffers.episode import EpisodeBatch
+from runner.controllers.basic import BasicController
+from runner.groups import Group
+
+
+class GroupView:
+    """The part of an episode batch that one group sees: its agents, its observation and action sizes."""
+
+    def __init__(self, batch: EpisodeBatch, sel: Any, obs_dim: int, n_actions: int) -> None:
+        self._batch, self._sel, self._obs, self._act = batch, sel, obs_dim, n_actions
+
+    batch_size = property(lambda self: self._batch.batch_size)
+    max_t = property(lambda self: self._batch.max_t)
+    device = property(lambda self: self._batch.device)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        v = self._batch[key]
+        if key == "obs":
+            return v[..., self._sel, : self._obs]
+        if key == "avail_actions":
+            return v[..., self._sel, : self._act]
+        if key == "actions":
+            return v[..., self._sel]
+        return v
+
+
+def _selector(index: tuple[int, ...], device: torch.device) -> Any:
+    """A slice for contiguous agents (a view, no copy), else an index tensor."""
+    if list(index) == list(range(index[0], index[0] + len(index))):
+        return slice(index[0], index[0] + len(index))
+    return torch.tensor(index, dtype=torch.long, device=device)
+
+
+def group_spec(spec: EnvSpec, g: Group) -> EnvSpec:
+    return EnvSpec(len(g.agents), g.n_actions, g.obs_dim, spec.state_dim, spec.episode_limit, g.agents)
+
+
+def _with_overrides(base: Any, overrides: dict[str, Any] | None) -> Any:
+    if not overrides:
+        return base
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), overrides))
+
+
+class GroupedController(nn.Module):
+    supports_q_tables = True
+
+    def __init__(self, groups: list[Group], ctrl_cfg: Any, agent_cfg: Any, spec: EnvSpec, device: torch.device) -> None:
+        super().__init__()
+        self.groups, self.spec, self.cfg = groups, spec, ctrl_cfg
+        self.nets = nn.ModuleDict()  # learning and frozen groups' controllers
+        self.scripted: dict[str, Any] = {}
+        self.sel = {g.name: _selector(g.index, device) for g in groups}
+        for g in groups:
+            sub = group_spec(spec, g)
+            if g.learns:
+                c_cfg = _with_overrides(ctrl_cfg, g.node.get("controller"))
+                a_cfg = _with_overrides(agent_cfg, g.node.get("agent"))
+                self.nets[g.name] = BasicController(c_cfg, a_cfg, sub, device)
+            elif g.policy == "frozen":
+                self.nets[g.name] = load_frozen(g, sub, device)
+            elif g.policy == "scripted":
+                from hydra.utils import instantiate
+
+                self.scripted[g.name] = instantiate(g.node["policy"])
+        self.learning = [g for g in groups if g.learns]
+        # the learner's trainable network: one entry per learning group
+        self.agent = nn.ModuleDict({g.name: self.nets[g.name].agent for g in self.learning})
+        learn_idx = sorted(i for g in self.learning for i in g.index)
+        self.register_buffer("learn_idx", torch.tensor(learn_idx, dtype=torch.long, device=device), persistent=False)
+        # each learning group's positions among the learning agents, for per-group stats (none
+        # with a single group: they would repeat the team's)
+        self.per_group_stats = len(groups) > 1
+        self.learn_positions = (
+            {g.name: [learn_idx.index(i) for i in g.index] for g in self.learning} if self.per_group_stats else {}
+        )
+        self.to(device)
+
+    @property
+    def n_learning(self) -> int:
+        return len(self.learn_idx)
+
+    def _view(self, batch: EpisodeBatch, g: Group) -> GroupView:
+        return GroupView(batch, self.sel[g.name], g.obs_dim, g.n_actions)
+
+    # -- acting -------------------------------------------------------------------------------
+    def init_hidden(self, batch_size: int) -> None:
+        for net in self.nets.values():
+            net.init_hidden(batch_size)
+        for pol in self.scripted.values():
+            if hasattr(pol, "reset"):
+                pol.reset(batch_size)
+
+    def epsilon(self, t_env: int) -> float:
+        return self.nets[self.learning[0].name].epsilon(t_env)
+
+    @torch.no_grad()
+    def select_actions(self, batch: EpisodeBatch, t: int, t_env: int, test_mode: bool) -> torch.Tensor:
+        B = batch.batch_size
+        actions = torch.zeros(B, self.spec.n_agents, dtype=torch.long, device=batch.device)
+        for g in self.groups:
+            view = self._view(batch, g)
+            if g.name in self.nets:
+                a = self.nets[g.name].select_actions(view, t, t_env, test_mode or g.policy == "frozen")
+            else:
+                avail = view["avail_actions"][:, t]
+                if g.policy == "random":
+                    a = (torch.rand(avail.shape, device=avail.device) * avail).argmax(-1)
+                else:
+                    a = self._scripted(g, view["obs"][:, t], avail, t)
+            actions[:, self.sel[g.name]] = a
+        return actions
+
+    def _scripted(self, g: Group, obs: torch.Tensor, avail: torch.Tensor, t: int) -> torch.Tensor:
+        a = self.scripted[g.name](obs, avail, t)
+        a = torch.as_tensor(a, device=avail.device)
+        if tuple(a.shape) != tuple(avail.shape[:2]) or a.dtype.is_floating_point:
+            raise ValueError(
+                f"scripted policy of group '{g.name}' returned {tuple(a.shape)} {a.dtype} actions; "
+                f"expected integer actions of shape {tuple(avail.shape[:2])} (batch, agents in the group)"
+            )
+        a = a.long()
+        ok = (a >= 0) & (a < avail.shape[-1])
+        if not bool(ok.all()) or not bool(avail.gather(-1, a.clamp(0, avail.shape[-1] - 1).unsqueeze(-1)).all()):
+            raise ValueError(f"scripted policy of group '{g.name}' chose an unavailable action at step {t}")
+        return a
+
+    # -- learning -------------------------------------------------------------------------------
+    def _scatter(self, per_group: dict[str, torch.Tensor], lead: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """Q-values [*lead, N, A] of every agent (zeros for agents that do not learn)."""
+        q = like.new_zeros(*lead, self.spec.n_agents, self.spec.n_actions)
+        for g in self.learning:
+            q[..., self.sel[g.name], : g.n_actions] = per_group[g.name]
+        return q
+
+    def forward_seq(self, batch: EpisodeBatch, agent: nn.Module | None = None) -> torch.Tensor:
+        """Q-values [B, T+1, N, A] of every step (rows of non-learning agents are zero)."""
+        qs = {
+            g.name: self.nets[g.name].forward_seq(self._view(batch, g), agent=None if agent is None else agent[g.name])
+            for g in self.learning
+        }
+        first = next(iter(qs.values()))
+        return self._scatter(qs, tuple(first.shape[:2]), first)
+
+    @torch.no_grad()
+    def q_values(self, obs: torch.Tensor, agent: nn.Module | None = None) -> torch.Tensor:
+        """Q-values [M, N, A] for M standalone observations [M, N, O] (zeros for non-learning agents)."""
+        qs = {}
+        for g in self.learning:
+            o = obs[..., self.sel[g.name], : g.obs_dim]
+            qs[g.name] = self.nets[g.name].q_values(o, None if agent is None else agent[g.name])
+        first = next(iter(qs.values()))
+        return self._scatter(qs, tuple(first.shape[:1]), first)
+
+    # -- per-group returns --------------------------------------------------------------------------
+    def rollout_stats(self, returns: torch.Tensor, env_stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Adds return_<group> ([B]): the sum of the group's agents' own returns where the env
+        reports them (``agent_return/<agent>``), else the team return (a shared team reward).
+        The per-agent entries are removed."""
+        per_agent = {k.split("/", 1)[1]: env_stats.pop(k) for k in list(env_stats) if k.startswith("agent_return/")}
+        for g in self.groups if self.per_group_stats else ():
+            if all(a in per_agent for a in g.agents):
+                env_stats[f"return_{g.name}"] = torch.stack([per_agent[a].float() for a in g.agents]).sum(0)
+            else:
+                env_stats[f"return_{g.name}"] = returns.detach().clone()
+        return env_stats
+
+
+def load_frozen(g: Group, sub: EnvSpec, device: torch.device) -> BasicController:
+    """Group g's greedy controller with the network of ``source_group`` in an earlier run's checkpoint."""
+    from runner import checkpoint
+    from runner.build import typed
+    from runner.config import ConfigError
+    from runner.registry import AGENTS, CONTROLLERS
+
+    key = f"groups.{g.name}.checkpoint"
+    path, data = checkpoint.load(str(g.node["checkpoint"]))
+    src_cfg = OmegaConf.create(data["config"])
+    weights = data["learner"]["modules"]["agent"]
+    src_groups = src_cfg.get("groups")
+    source = g.node.get("source_group")
+    if src_groups is None:
+        if source is not None:
+            raise ConfigError(f"{key}={path}: that run has no agent groups, so source_group={source!r} does not exist (leave it unset)")
+    else:
+        from runner.groups import normalise
+
+        learned = list(dict.fromkeys(k.split(".", 1)[0] for k in weights))  # its learning groups, in order
+        if source is None:
+            source = g.name if g.name in learned or len(learned) != 1 else learned[0]
+        if source not in learned:
+            raise ConfigError(
+                f"{key}={path}: group {source!r} did not learn in that run (its learning groups: "
+                f"{', '.join(learned)}); set groups.{g.name}.source_group"
+            )
+        prefix = f"{source}."
+        weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        groups = normalise(src_groups)
+        node = groups.get(source, {}) if isinstance(groups, dict) else {}
+        src_cfg = OmegaConf.merge(src_cfg, {k: node[k] for k in ("controller", "agent") if node.get(k)})
+    if src_cfg.controller.name != "basic":
+        raise ConfigError(f"{key}={path}: its controller is '{src_cfg.controller.name}'; frozen groups need a basic controller's network")
+    net = BasicController(typed(src_cfg.controller, CONTROLLERS), typed(src_cfg.agent, AGENTS), sub, device)
+    try:
+        net.agent.load_state_dict(weights)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:400]
+        raise ConfigError(
+            f"{key}={path} does not fit group '{g.name}' ({len(g.agents)} agents, obs {g.obs_dim}, "
+            f"{g.n_actions} actions): {detail}"
+        ) from None
+    net.requires_grad_(False)
+    net.eval()
+    net.source = Path(path)
+    return net
