@@ -297,6 +297,10 @@ def run_info(
         "hydra_overrides": " ".join(overrides),
         "run_dir": str(run_dir),
     }
+    if cfg.get("groups") is not None:
+        from runner.groups import describe
+
+        tags["groups"] = describe(cfg.groups)  # e.g. "speaker=frozen listener=learn" (report --group-by groups)
     return RunInfo(resolved, tags, name, run_dir, hydra_dir)
 
 

@@ -81,6 +81,14 @@ def policy_kind(policy: Any) -> str:
     return "learn" if policy is None else str(policy)
 
 
+def describe(raw: Any) -> str:
+    """A short description for run tags and reports, e.g. ``speaker=frozen listener=learn``."""
+    groups = normalise(raw)
+    if groups is None or isinstance(groups, str):
+        return str(groups)
+    return " ".join(f"{n}={policy_kind(g.get('policy', 'learn'))}" if isinstance(g, dict) else n for n, g in groups.items())
+
+
 def check_config(cfg: Any) -> list[str]:
     """Structural checks of ``groups`` (agent ids are checked in :func:`resolve`)."""
     raw = cfg.get("groups")

@@ -268,6 +268,7 @@ def test_per_group_metrics_in_mlflow(tmp_path: Path, store: MlflowClient, exp_na
           "log_interval=100", "learner.batch_size=8", "run_name=iql")
     runs = {r.info.run_name: r for r in runs_of(store, exp_name)}
     q = runs["qmix"].data
+    assert q.tags["groups"] == "learners=learn others=random" and runs["iql"].data.tags["groups"] == "pair=learn solo=learn"
     assert (q.params["groups.learners"], q.params["groups.others.agents"], q.params["groups.others.policy"]) == (
         "['agent_0', 'agent_1']", "['agent_2']", "random")
     for key in ("return_learners_mean", "return_others_mean", "test_return_learners_mean", "test_return_others_mean",
