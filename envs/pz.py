@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 
 from envs.adapter import AdapterConfig, AdapterEnv, check_adapter_config
+from envs.aec import AEC_MODES, AECAsParallel, is_aec
 from runner.config import ConfigError
 from runner.registry import ENVS
 
@@ -33,8 +34,11 @@ INSTALL_HINT = "install the env extras: pip install -e '.[envs]'"
 @dataclass
 class PettingZooConfig(AdapterConfig):
     factory: Any = MISSING
-    """The env factory: ``_target_`` (dotted path of a callable returning a ParallelEnv) plus
-    its keyword arguments."""
+    """The env factory: ``_target_`` (dotted path of a callable returning a ParallelEnv or an
+    AEC env) plus its keyword arguments."""
+    aec: str = "turn"
+    """How an AEC env is driven (envs/aec.py): turn (one agent acts per step, the others wait)
+    or joint (every live agent acts once per step, in the env's order). ParallelEnvs ignore it."""
     time_limit: str = "env"
     """PettingZoo envs flag truncation themselves (see AdapterConfig.time_limit)."""
 
@@ -97,11 +101,8 @@ class PettingZooEnv(AdapterEnv):
     @classmethod
     def make_parallel(cls, cfg: Any) -> Any:
         env = build_factory(cfg.factory, "env.factory")
-        if callable(getattr(env, "last", None)):  # AEC envs have last(); ParallelEnvs do not
-            raise ConfigError(
-                f"env.factory._target_={plain(cfg.factory)['_target_']} made an AEC env: hymarl needs a "
-                "ParallelEnv (use the module's parallel_env, or pettingzoo.utils.conversions.aec_to_parallel)"
-            )
+        if is_aec(env):
+            return AECAsParallel(env, cfg.aec)
         return env
 
     @classmethod
@@ -110,4 +111,7 @@ class PettingZooEnv(AdapterEnv):
 
     @classmethod
     def check_config(cls, cfg: Any) -> list[str]:
-        return check_adapter_config(cfg) + check_factory(cfg.env.factory, "env.factory")
+        errs = check_adapter_config(cfg) + check_factory(cfg.env.factory, "env.factory")
+        if cfg.env.aec not in AEC_MODES:
+            errs.append(f"env.aec={cfg.env.aec} is invalid: must be one of {', '.join(AEC_MODES)}")
+        return errs

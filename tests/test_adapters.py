@@ -726,9 +726,6 @@ def test_an_unknown_gym_key_lists_similar_ids() -> None:
      "env.state=env is invalid: env 'lbf' (lbforaging:Foraging-8x8-2p-3f-v3) has no state() (use state=auto or concat)"),
     (_tiny(limit=None), f"env.episode_limit is required for env 'pettingzoo' ({TINY}): the env does not declare a "
                         "time limit (set env.episode_limit=<max steps per episode>)"),
-    (("+env=pz_simple_spread", "env.factory._target_=mpe2.simple_spread_v3.env"),
-     "env.factory._target_=mpe2.simple_spread_v3.env made an AEC env: hymarl needs a ParallelEnv (use the "
-     "module's parallel_env, or pettingzoo.utils.conversions.aec_to_parallel)"),
     (_tiny(extra=("env.dead_action=4",)),
      f"env.dead_action=4 is invalid: env 'pettingzoo' ({TINY}) has agents with only 4 actions"),
 ])
