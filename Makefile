@@ -3,14 +3,16 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+VENV_RL := .venv-routerl
+STAMP_RL := $(VENV_RL)/.installed
 PYTHON ?= python3
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench ui server report lint clean
+.PHONY: help install install-routerl run run-routerl test test-main test-routerl test-fast bench bench-routerl ui server report lint clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## build .venv/ (CPU torch 2.13.0 first, then hymarl editable with the dev, envs, sweep and sacred extras)
 
@@ -21,11 +23,29 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,envs,sweep,sacred]"
 	@touch $@
 
+install-routerl: $(STAMP_RL) ## build .venv-routerl/ (torch, hymarl, RouteRL + SUMO 1.21: its pins clash with the envs extra)
+
+$(STAMP_RL): pyproject.toml
+	$(PYTHON) -m venv $(VENV_RL)
+	$(VENV_RL)/bin/python -m pip install -q --upgrade pip
+	$(VENV_RL)/bin/python -m pip install -q torch==2.13.0
+	$(VENV_RL)/bin/python -m pip install -q -e ".[dev,routerl]"
+	@touch $@
+
 run: install ## train QMIX on the two-step game, logged to MLflow (outputs/mlflow.db)
 	$(PY) -m runner +algo=qmix +env=twostep
 
-test: install ## the whole test suite, slow learning tests included (what CI runs)
+run-routerl: install-routerl ## QMIX machine agents among human drivers in RouteRL (SUMO), two_route_yield
+	$(VENV_RL)/bin/python -m runner +algo=qmix +env=routerl_two_route_yield
+
+test: test-main test-routerl ## the whole test suite, slow learning tests included (what CI runs)
+
+test-main: install ## the test suite in .venv (RouteRL's tests are skipped there)
 	@$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-routerl: install-routerl ## RouteRL's tests against the real package and SUMO, in .venv-routerl
+	@$(VENV_RL)/bin/python -m pytest -q tests/test_routerl.py; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-fast: install ## the test suite without the slow tests
@@ -34,6 +54,9 @@ test-fast: install ## the test suite without the slow tests
 
 bench: install ## throughput benchmark -> outputs/bench/bench.{md,json}, table in README
 	$(PY) -m runner.bench
+
+bench-routerl: install-routerl ## seconds per simulated RouteRL day, TraCI vs libsumo
+	$(VENV_RL)/bin/python -m envs.routerl_env
 
 ui: install ## MLflow UI on the local store at http://127.0.0.1:5000 (PORT=... to change)
 	@mkdir -p outputs
@@ -54,4 +77,4 @@ lint: install ## ruff
 	$(VENV)/bin/ruff check runner modules envs tests
 
 clean: ## remove .venv and outputs (runs, MLflow store)
-	rm -rf $(VENV) outputs/runs outputs/multirun outputs/mlflow.db outputs/mlartifacts outputs/server outputs/sacred outputs/report
+	rm -rf $(VENV) $(VENV_RL) outputs/runs outputs/multirun outputs/mlflow.db outputs/mlartifacts outputs/server outputs/sacred outputs/report
