@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 def learning_curve(curves: dict[str, list[list[float]]], title: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for key, style in (("return_mean", "-"), ("test_return_mean", "-o")):
-        pts = curves.get(key) or []
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=3, label=key)
-    ax.set_xlabel("t_env")
-    ax.set_ylabel("episode return")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    series = {k: curves[k] for k in ("return_mean", "test_return_mean") if curves.get(k)}
+    return metrics_figure(series, title, "t_env", "episode return", path, styles={"test_return_mean": "-o"})
 
 
-def metrics_figure(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str, path: Path) -> Path:
-    """One line per named series of (step, value) points."""
+def metrics_figure(
+    series: dict[str, Any], title: str, xlabel: str, ylabel: str, path: Path, styles: dict[str, str] | None = None
+) -> Path:
+    """One line per named series of (step, value) points (``styles``: matplotlib format per name, default "-")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,7 +22,7 @@ def metrics_figure(series: dict[str, list[tuple[float, float]]], title: str, xla
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for name, pts in series.items():
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", lw=1.5, label=name)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], (styles or {}).get(name, "-"), ms=3, label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -293,3 +293,25 @@ def test_cli_parent_report_and_errors(
     assert bad.returncode == 2 and "argument --threshold: expected ENV=VALUE" in bad.stderr
     bad = run_cli(["--threshold", "grid=high"], tmp_path, store_uri)
     assert bad.returncode == 2 and "expected ENV=VALUE with a number VALUE, got 'grid=high'" in bad.stderr
+
+
+def test_plots_cli_draws_the_chosen_metrics_of_a_run(tmp_path: Path, store: MlflowClient, exp_name: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner import plots
+
+    exp_id = store.create_experiment(exp_name)
+    run = store.create_run(exp_id, run_name="traffic")
+    rid = run.info.run_id
+    for step in (0, 50, 100):
+        store.log_metric(rid, "travel_time_machines_mean", 12.0 - step / 100, step=step)
+        store.log_metric(rid, "travel_time_humans_mean", 11.2, step=step)
+    drawn: dict = {}
+    real = plots.metrics_figure
+    monkeypatch.setattr(plots, "metrics_figure", lambda series, *a, **k: drawn.update(series) or real(series, *a, **k))
+    out = tmp_path / "fig.png"
+    plots.main([rid, "--metric", "travel_time_machines_mean", "--metric", "travel_time_humans_mean", "--out", str(out)])
+    assert out.stat().st_size > 1000
+    assert drawn == {"travel_time_machines_mean": [(0, 12.0), (50, 11.5), (100, 11.0)],
+                     "travel_time_humans_mean": [(0, 11.2), (50, 11.2), (100, 11.2)]}
+    with pytest.raises(SystemExit, match=f"run {rid} \\(traffic\\) has no metric 'loss'"):
+        plots.main([rid, "--metric", "loss", "--out", str(out)])
