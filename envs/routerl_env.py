@@ -88,6 +88,9 @@ class RouteRLConfig(AdapterConfig):
     """The team reward: the mean (or sum) of the machines' rewards."""
     time_limit: str = "env"
     info_keys: list[str] = field(default_factory=list)
+    epsilon_anneal_time: int = 1_500
+    """Recommended exploration schedule in days (the default of controller.epsilon_anneal_time):
+    the default 50,000 env steps would be 50,000 days here."""
     t_max: int = 2_000
     test_interval: int = 200
     log_interval: int = 100

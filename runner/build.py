@@ -20,11 +20,14 @@ def typed(node: Any, reg: registry.Registry[Any], name: str | None = None) -> An
     """The node as an instance of the config dataclass its component registered.
 
     Works for nodes Hydra typed at composition and for plain ones (a checkpoint's saved config).
+    Interpolations are resolved in the whole config first (e.g. controller.epsilon_anneal_time's
+    default reads env.epsilon_anneal_time), not in the group's node alone.
     """
     cls = reg.config_class(name or node["name"])
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
     if cls is None:
-        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), node))
+        return plain
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), plain))
 
 
 def resolve_device(name: str) -> torch.device:

@@ -36,8 +36,9 @@ class BasicControllerConfig:
     """Exploration rate at t_env = 0."""
     epsilon_finish: float = 0.05
     """Exploration rate after epsilon_anneal_time steps."""
-    epsilon_anneal_time: int = 50_000
-    """Env steps over which epsilon goes from start to finish."""
+    epsilon_anneal_time: int = "${oc.select:env.epsilon_anneal_time,50000}"  # type: ignore[assignment]
+    """Env steps over which epsilon goes from start to finish. Default: the env's recommendation
+    where it has one (RouteRL: 1500 days), else 50,000."""
     epsilon_schedule: str = "linear"
     """linear or exp."""
 
