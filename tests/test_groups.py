@@ -139,7 +139,7 @@ def test_a_group_shares_one_parameter_set_and_groups_are_separate() -> None:
         g0, g1, g2 = grads(0), grads(1), grads(2)
         assert g0["pair"] > 0 and g1["pair"] > 0 and g0["solo"] == 0 and g1["solo"] == 0  # both pair agents train it
         assert g2["solo"] > 0 and g2["pair"] == 0  # the solo group's loss never reaches the pair's network
-        # agents of one group differ only through their inputs (here the one-hot id)
+        # one Q row per agent of the env (2 actions each), the rows of both groups in env order
         assert q.shape[2:] == (3, 2)
     finally:
         c.runner.close()
