@@ -4,6 +4,10 @@
 - ``matrix``: any one-step cooperative game given as a payoff tensor (n agents, n actions) in yaml.
 - ``climbing``: the climbing game [[11,-30,0],[-30,7,6],[0,0,5]] (Claus & Boutilier 1998).
 - ``penalty``: the penalty game [[10,0,k],[0,2,0],[k,0,10]] with configurable k.
+
+The one-step games can be repeated: ``steps`` > 1 plays the same game ``steps`` times in one
+episode with a constant observation, as in EPyMARL's matrix games (Papoudakis et al. 2021: 25
+steps). The last step terminates the episode (EPyMARL counts its time limit as terminal).
 """
 
 from __future__ import annotations
@@ -95,7 +99,13 @@ class TwoStepGame(VecEnv):
 
 
 @dataclass
-class MatrixGameConfig(EnvConfig):
+class RepeatedGameConfig(EnvConfig):
+    steps: int = 1
+    """Plays of the one-step game per episode (constant observation; the last one terminates)."""
+
+
+@dataclass
+class MatrixGameConfig(RepeatedGameConfig):
     payoff: Any = MISSING
     """Payoff tensor as nested lists: n_agents levels deep, n_actions long at each level."""
     t_max: int = 10_000
@@ -125,15 +135,18 @@ class MatrixGame(VecEnv):
     """A one-step cooperative game: every agent picks an action, the team gets payoff[a_1, ..., a_n].
 
     Observation and state are a constant 1 (nothing to observe); the episode terminates after
-    one step, so the learned Q_tot is a direct estimate of the payoff under the behaviour policy.
+    ``steps`` plays (default one, so the learned Q_tot is a direct estimate of the payoff under the
+    behaviour policy).
     """
 
     def __init__(self, cfg: Any, n_envs: int, seed: int, device: torch.device) -> None:
         self.n_envs, self.device = n_envs, torch.device(device)
         payoff = torch.tensor(_plain(self.payoff_of(cfg)), dtype=torch.float32, device=self.device)
         n_agents, n_actions = payoff.dim(), payoff.shape[0]
-        self.spec = EnvSpec(n_agents, n_actions, 1, 1, 1, _agent_ids(n_agents))
+        self.steps = int(cfg.steps)
+        self.spec = EnvSpec(n_agents, n_actions, 1, 1, self.steps, _agent_ids(n_agents))
         self.flat = payoff.flatten()
+        self.t = torch.zeros(n_envs, dtype=torch.long, device=self.device)
         self.strides = torch.tensor([n_actions ** (n_agents - 1 - i) for i in range(n_agents)], device=self.device)
         self.done = torch.zeros(n_envs, dtype=torch.bool, device=self.device)
         self._obs = torch.ones(n_envs, n_agents, 1, device=self.device)
@@ -147,23 +160,26 @@ class MatrixGame(VecEnv):
     @classmethod
     def check_config(cls, cfg: Any) -> list[str]:
         payoff = cls.payoff_of(cfg.env)
+        errs = _check_steps(cfg)
         if _payoff_shape(payoff) is None:
-            return [
+            errs.append(
                 f"env.payoff={_plain(payoff)} is invalid: must be nested lists forming an "
                 "n_actions x ... x n_actions tensor (one level per agent, n_actions >= 2)"
-            ]
-        return []
+            )
+        return errs
 
     def _observe(self) -> Observation:
         return Observation(self._obs, self._state, self._avail)
 
     def reset(self) -> Observation:
         self.done.zero_()
+        self.t.zero_()
         return self._observe()
 
     def step(self, actions: torch.Tensor) -> StepResult:
         reward = self.flat[(actions * self.strides).sum(-1)].masked_fill(self.done, 0.0)
-        self.done = torch.ones_like(self.done)
+        self.t += 1
+        self.done = self.t >= self.steps
         return StepResult(self._observe(), reward, self.done.clone(), torch.zeros_like(self.done))
 
     def q_points(self) -> list[QPoint]:
@@ -171,8 +187,14 @@ class MatrixGame(VecEnv):
         return [QPoint("state", self._obs[0], self._state[0], torch.ones(n, a, dtype=torch.bool, device=self.device))]
 
 
+def _check_steps(cfg: Any) -> list[str]:
+    if cfg.env.steps < 1:
+        return [f"env.steps={cfg.env.steps} is invalid: must be >= 1"]
+    return []
+
+
 @dataclass
-class ClimbingConfig(EnvConfig):
+class ClimbingConfig(RepeatedGameConfig):
     t_max: int = 10_000
     test_interval: int = 1_000
     log_interval: int = 1_000
@@ -190,7 +212,7 @@ class ClimbingGame(MatrixGame):
 
 
 @dataclass
-class PenaltyConfig(EnvConfig):
+class PenaltyConfig(RepeatedGameConfig):
     k: float = -100.0
     """Penalty for miscoordinating between the two optimal joint actions (k <= 0)."""
     t_max: int = 10_000
@@ -209,6 +231,7 @@ class PenaltyGame(MatrixGame):
 
     @classmethod
     def check_config(cls, cfg: Any) -> list[str]:
+        errs = _check_steps(cfg)
         if cfg.env.k > 0:
-            return [f"env.k={cfg.env.k} is invalid: the penalty must be <= 0"]
-        return []
+            errs.append(f"env.k={cfg.env.k} is invalid: the penalty must be <= 0")
+        return errs

@@ -59,6 +59,9 @@ class Config:
     run_name: Any = None
     """MLflow run name; default <algo>-<env>-s<seed>."""
 
+    benchmark: Any = None
+    """Set by ``+benchmark=<name>`` (conf/benchmark/): {name, published, budget_note}. Runs are tagged
+    ``benchmark=<name>`` and the sweep's report puts them beside the published values."""
     groups: Any = None
     """Agent groups and their policies (runner/groups.py): None or all (one shared network), per_agent,
     or {name: [agents]} / {name: {agents, policy: learn|random|frozen|{_target_}, ...}}."""
@@ -87,6 +90,7 @@ RESUME_MAY_DIFFER = (
     "device",
     "run_name",
     "logger",
+    "benchmark",
 )
 
 

@@ -297,6 +297,8 @@ def run_info(
         "hydra_overrides": " ".join(overrides),
         "run_dir": str(run_dir),
     }
+    if cfg.get("benchmark"):
+        tags["benchmark"] = str(cfg.benchmark.name)
     if cfg.get("groups") is not None:
         from runner.groups import describe
 

@@ -63,16 +63,25 @@ def sweep_overrides(task_overrides: list[str]) -> dict[str, str]:
     return out
 
 
+def basic_sweep_jobs(cfg: DictConfig, task_overrides: list[str]) -> list[list[str]]:
+    """The override lists of a basic sweep's jobs, as Hydra's BasicSweeper makes them: the config's
+    ``hydra.sweeper.params`` (e.g. a ``+benchmark`` preset's tasks x algorithms x seeds) first, then
+    the command line's overrides, which win for a key given in both."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    lines = [f"{k}={v}" for k, v in params.items()] + list(task_overrides)
+    parsed = OverridesParser.create().parse_overrides(lines)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
 def expected_jobs(cfg: DictConfig, task_overrides: list[str]) -> int | None:
     """How many jobs the sweep launches (basic sweeper: the product of the lists; optuna: n_trials)."""
     target = OmegaConf.select(cfg, "hydra.sweeper._target_", default="")
     try:
         if target == BASIC_SWEEPER:
-            from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-            from hydra.core.override_parser.overrides_parser import OverridesParser
-
-            parsed = OverridesParser.create().parse_overrides(task_overrides)
-            return sum(len(b) for b in BasicSweeper.split_arguments(parsed, None))
+            return len(basic_sweep_jobs(cfg, task_overrides))
         if "optuna" in str(target):
             return int(cfg.hydra.sweeper.n_trials)
     except Exception:
@@ -219,15 +228,12 @@ def validate_jobs(cfg: DictConfig, config_name: str) -> list[str]:
     if OmegaConf.select(cfg, "hydra.sweeper._target_", default="") != BASIC_SWEEPER:
         return []
     from hydra import compose
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from runner.config import check_required_groups, validate
 
     task = [str(o) for o in cfg.hydra.overrides.task]
     searchpath = [str(o) for o in cfg.hydra.overrides.hydra if str(o).startswith("hydra.searchpath")]
-    parsed = OverridesParser.create().parse_overrides(task)
-    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    jobs = basic_sweep_jobs(cfg, task)
     errors = []
     for num, job in enumerate(jobs):
         try:

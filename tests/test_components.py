@@ -142,7 +142,8 @@ def test_one_train_step_for_every_mixer_agent_runner(tmp_path: Path, mixer: str,
     while not c.buffer.can_sample(4):
         exp.train_iteration()
     stats = c.learner.train(c.buffer.sample(4), exp.state.t_env)
-    assert set(stats) == {"loss", "grad_norm", "td_error_abs", "q_taken_mean", "target_mean"}
+    joint = {"q_tot_taken_mean", "target_tot_mean"} if mixer != "none" else set()
+    assert set(stats) == {"loss", "grad_norm", "td_error_abs", "q_taken_mean", "target_mean"} | joint
     assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
     assert any(not torch.equal(a, b) for a, b in zip(before, c.learner.params))
 
@@ -214,7 +215,8 @@ class _CountEnv(VecEnv):
 
 
 def test_time_limit_is_a_truncation_and_is_bootstrapped() -> None:
-    cfg = compose("+algo=vdn", "+env=twostep", "logger=[]", "runner=parallel", "runner.n_envs=2", "learner.batch_size=2")
+    cfg = compose("+algo=vdn", "+env=twostep", "logger=[]", "runner=parallel", "runner.n_envs=2", "learner.batch_size=2",
+                  "learner.standardise_rewards=false")
     cfg.env = {"name": "_count_test_env", "length": 3, "t_max": 100, "test_interval": 50, "log_interval": 50}
     c = build(cfg, torch.device("cpu"))
     r = c.runner.run(0)
@@ -233,7 +235,9 @@ def test_time_limit_is_a_truncation_and_is_bootstrapped() -> None:
                                 learner.targets["mixer"](tq, batch["state"])[:, 1:], cfg.learner.gamma, 0.0)
     assert torch.allclose(targets[:, 2, 0], 1 + cfg.learner.gamma * v3)  # bootstrapped, not 1 + 0
     assert v3.abs().min() > 1e-3
-    assert stats["target_mean"].item() == pytest.approx(targets.mean().item(), rel=1e-5)
+    # PyMARL's target_mean is per agent (Q_tot / n_agents); target_tot_mean is Q_tot's
+    assert stats["target_tot_mean"] == pytest.approx(targets.mean().item(), rel=1e-5)
+    assert stats["target_mean"] == pytest.approx(targets.mean().item() / 2, rel=1e-5)
 
 
 def test_grouped_gru_cell_matches_torch_gru_cell() -> None:

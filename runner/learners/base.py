@@ -14,6 +14,8 @@ import torch
 from omegaconf import MISSING
 from torch import nn
 
+from runner.learners.normalise import RunningMeanStd
+
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite: training cannot continue."""
@@ -43,6 +45,10 @@ class LearnerConfig:
     rollout of B episodes counts B (with the episode runner, B=1: every N updates)."""
     tau: float = 0.005
     """Polyak rate of soft target updates."""
+    standardise_rewards: bool = True
+    """Standardise the rewards in the TD targets by their running mean and std over the training
+    batches, (r - mean) / std (EPyMARL's default). LBF's tiny rewards otherwise drown in the initial
+    Q-values; the paper presets of the two-step and m-step games turn it off to report raw Q-values."""
 
 
 def check_learner_config(cfg: Any) -> list[str]:
@@ -83,11 +89,20 @@ class BaseLearner:
                 self.params, lr=cfg.lr, alpha=cfg.optim_alpha, eps=cfg.optim_eps, foreach=True
             )
         self.grad_groups: dict[str, list[nn.Parameter]] = {}  # name -> parameters: logs grad_norm_<name>
+        self.reward_stats = RunningMeanStd(device=device)  # learner.standardise_rewards
         self.n_updates = 0
         self.target_clock = 0  # training episodes behind the updates so far (hard target copies)
 
     def loss(self, batch: Any, t_env: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def train_rewards(self, rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The rewards a loss should learn from: with ``standardise_rewards``, the running statistics
+        take in this batch's real steps (``mask``) and the rewards come back standardised."""
+        if not self.cfg.standardise_rewards:
+            return rewards
+        self.reward_stats.update(rewards, mask)
+        return self.reward_stats.standardise(rewards)
 
     def train(self, batch: Any, t_env: int, episodes: int = 1) -> dict[str, float]:
         """One gradient step on `batch`, after a rollout of `episodes` new episodes (they advance
@@ -132,6 +147,7 @@ class BaseLearner:
             "optimiser": self.optimiser.state_dict(),
             "n_updates": self.n_updates,
             "target_clock": self.target_clock,
+            "reward_stats": self.reward_stats.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
@@ -146,3 +162,5 @@ class BaseLearner:
         self.optimiser.load_state_dict(state["optimiser"])
         self.n_updates = state["n_updates"]
         self.target_clock = state.get("target_clock", self.n_updates)  # older checkpoints: one per update
+        if "reward_stats" in state:  # older checkpoints: no reward standardisation
+            self.reward_stats.load_state_dict(state["reward_stats"])

@@ -85,10 +85,10 @@ class QLearner(BaseLearner):
     def td_loss(self, batch: EpisodeBatch):
         """Masked TD loss, its stats, and the online Q-values [B, T+1, N, A] (for extra losses)."""
         cfg = self.cfg
-        rewards = batch["reward"][:, :-1]
         actions = batch["actions"][:, :-1].long()
         terminated = batch["terminated"][:, :-1].float()
         mask = batch["filled"][:, :-1].float()
+        rewards = self.train_rewards(batch["reward"][:, :-1], mask)
         avail = batch["avail_actions"]
         states = self.mixer_states(batch)
         idx = self.learn_idx
@@ -114,11 +114,19 @@ class QLearner(BaseLearner):
         n_valid = m.sum() * chosen_tot.shape[-1]
         td = (chosen_tot - targets) * m
         loss = (td**2).sum() / n_valid
+        # PyMARL's definitions: Q of the taken actions and targets per agent, i.e. the mixer's
+        # output (Q_tot with a joint mixer, one Q per agent without) summed and divided by the
+        # number of valid steps times n_agents. q_tot_taken_mean / target_tot_mean: Q_tot itself.
+        n_mixed = m.sum() * chosen.shape[-1]
+        q_sum, t_sum = (chosen_tot.detach() * m).sum(), (targets * m).sum()
         stats = {
             "td_error_abs": td.abs().sum().detach() / n_valid,
-            "q_taken_mean": (chosen_tot.detach() * m).sum() / n_valid,
-            "target_mean": (targets * m).sum() / n_valid,
+            "q_taken_mean": q_sum / n_mixed,
+            "target_mean": t_sum / n_mixed,
         }
+        if getattr(self.mixer, "joint", False):
+            stats["q_tot_taken_mean"] = q_sum / n_valid
+            stats["target_tot_mean"] = t_sum / n_valid
         if self.learn_positions:
             stats.update(self.group_stats(chosen.detach(), td.detach(), m))
         return loss, stats, q
