@@ -182,6 +182,9 @@ def validate(cfg: DictConfig) -> None:
         "cannot be combined with evaluate=true (use checkpoint=)",
     )
 
+    if cfg.get("benchmark") is not None:
+        errors.extend(_check_benchmark(cfg.benchmark))
+
     from runner.groups import check_config as check_groups
 
     errors.extend(check_groups(cfg))
@@ -198,6 +201,17 @@ def validate(cfg: DictConfig) -> None:
             errors.extend(checker(cfg))
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def _check_benchmark(bench: Any) -> list[str]:
+    from runner.benchmarks import available
+
+    if not hasattr(bench, "keys") or not bench.get("name"):
+        return [f"benchmark={bench!r} is invalid: set it with +benchmark=<name> ({', '.join(available_options('benchmark'))})"]
+    pub = bench.get("published")
+    if pub is not None and pub not in available():
+        return [f"benchmark.published={pub!r} is invalid: published results available: {', '.join(available())}"]
+    return []
 
 
 def _unknown_keys(prefix: str, node: Any, cls: type | None, what: str) -> list[str]:

@@ -56,7 +56,7 @@ N_BOOT = 2000
 SEED = 0
 LEVEL = 0.95
 DEFAULT_FRACTION = 0.9
-FILES = ("report.md", "report.html", "report.json")
+FILES = ("report.md", "report.html", "report.json", "benchmark.md", "benchmark.json")
 
 Points = list[tuple[int, float]]
 
@@ -522,9 +522,12 @@ def write_report(
     thresholds: dict[str, float] | None = None,
     group_by: str = "algo",
     title: str | None = None,
+    published: str | None = None,
+    benchmark: str | None = None,
 ) -> Path:
     """Write the figures, report.md, report.html and report.json of ``runs`` to ``out_dir``; returns
-    the path of report.md. Raises ReportError when no run logged ``metric``."""
+    the path of report.md. With ``published`` (runner/benchmarks/<name>.yaml) also benchmark.md and
+    benchmark.json: ours beside the paper's numbers. Raises ReportError when no run logged ``metric``."""
     if not runs:
         raise ReportError("no runs to report on")
     series = fetch_series(client, runs, metric, group_by)
@@ -543,6 +546,14 @@ def write_report(
     md = out_dir / "report.md"
     md.write_text(render_markdown(data))
     (out_dir / "report.html").write_text(render_html(data, out_dir))
+    if published:
+        from runner.benchmarks import PublishedError
+        from runner.benchmarks import write as write_benchmark
+
+        try:
+            write_benchmark(series, published, out_dir, benchmark)
+        except PublishedError as exc:
+            raise ReportError(str(exc)) from None
     return md
 
 
@@ -590,6 +601,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--group-by", default="algo", help="tag that names the lines of a plot and rows of a table"
     )
     p.add_argument("--title", help="report title")
+    p.add_argument(
+        "--published",
+        help="also put the runs beside a paper's published numbers (runner/benchmarks/<NAME>.yaml, "
+        "e.g. papoudakis2021): benchmark.md/.json",
+    )
     return p.parse_args(argv)
 
 
@@ -613,7 +629,8 @@ def main(argv: list[str] | None = None) -> int:
             extra = f" matching {args.filter_string!r}" if args.filter_string else ""
             which = "" if args.status.upper() == "ALL" else f"{args.status.upper()} "
             raise ReportError(f"no {which}runs in {where}{extra} in {_uri(client)}")
-        md = write_report(client, runs, out, args.metric, dict(args.threshold), args.group_by, title)
+        md = write_report(client, runs, out, args.metric, dict(args.threshold), args.group_by, title,
+                          published=args.published)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -635,6 +652,8 @@ def main(argv: list[str] | None = None) -> int:
         + (f"; logged to run {args.parent} under report/" if args.parent else "")
     )
     print(render_text(data))
+    if args.published:
+        print(f"benchmark table beside {args.published}: {out / 'benchmark.md'}")
     return 0
 
 

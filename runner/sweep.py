@@ -399,6 +399,8 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
                 "experiment": experiment, "sweep_dir": str(sweep_dir), "varying": sorted(varying)}
         print(f"[sweep] MLflow parent run {run_id} ({name}) in {uri}")
     info["expected"] = n_jobs
+    bench = OmegaConf.select(cfg, "benchmark", default=None)
+    info["benchmark"] = OmegaConf.to_container(bench, resolve=True) if bench is not None else None
     tmp = sweep_dir / (SWEEP_FILE + ".tmp")
     tmp.write_text(json.dumps(info, indent=1))
     os.replace(tmp, sweep_dir / SWEEP_FILE)
@@ -481,8 +483,10 @@ def finish_parent(state: dict[str, Any], report: bool = True) -> dict[str, Any]:
             from runner.report import log_report, select_runs, write_report
 
             runs = select_runs(client, parent=run_id)
+            bench = state.get("benchmark") or {}
             if runs:
-                out = write_report(client, runs, sweep_dir / "report", title=f"sweep {state['sweep_id']}")
+                out = write_report(client, runs, sweep_dir / "report", title=f"sweep {state['sweep_id']}",
+                                   published=bench.get("published"), benchmark=bench.get("name"))
                 log_report(client, run_id, out.parent)
                 print(f"[sweep] report: {out}")
         except Exception:  # the report is a convenience: never lose the sweep's status over it

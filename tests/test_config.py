@@ -70,6 +70,10 @@ def _options() -> list[tuple[str, str]]:
 def test_every_option_of_every_group_composes(group: str, option: str) -> None:
     if group == "experiment":
         overrides = [f"+experiment={option}"]
+        if option.startswith("epymarl_"):  # EPyMARL's algorithm presets: the task is an env preset
+            overrides.append("+env=epymarl_climbing")
+    elif group == "benchmark":  # a job of the benchmark (test_benchmark composes every job)
+        overrides = [f"+benchmark={option}", "+experiment=epymarl_qmix", "+env=epymarl_climbing"]
     elif group == "tune":  # Optuna presets (they select hydra/sweeper=optuna; test_sweep runs one)
         overrides = [*BASE, f"+tune={option}"]
     elif group in ("algo", "env"):

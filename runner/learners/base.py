@@ -162,5 +162,7 @@ class BaseLearner:
         self.optimiser.load_state_dict(state["optimiser"])
         self.n_updates = state["n_updates"]
         self.target_clock = state.get("target_clock", self.n_updates)  # older checkpoints: one per update
-        if "reward_stats" in state:  # older checkpoints: no reward standardisation
+        if "reward_stats" in state:
             self.reward_stats.load_state_dict(state["reward_stats"])
+        else:  # a checkpoint from before reward standardisation: fresh statistics
+            self.reward_stats = RunningMeanStd(device=self.device)

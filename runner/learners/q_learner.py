@@ -3,7 +3,8 @@
 Loss: masked mean squared TD error between the mixed Q of the taken actions and
 r + gamma * (1 - terminated) * target-mixed max Q (double Q: argmax by the online network),
 or the TD(lambda) return of those targets. A time-limit truncation is not a termination, so it
-is bootstrapped from the stored next state.
+is bootstrapped from the stored next state. With ``standardise_rewards`` (the default, as EPyMARL)
+the rewards in the targets are standardised by their running mean and std (docs/epymarl.md).
 """
 
 from __future__ import annotations
@@ -114,15 +115,16 @@ class QLearner(BaseLearner):
         n_valid = m.sum() * chosen_tot.shape[-1]
         td = (chosen_tot - targets) * m
         loss = (td**2).sum() / n_valid
-        # PyMARL's definitions: Q of the taken actions and targets per agent, i.e. the mixer's
-        # output (Q_tot with a joint mixer, one Q per agent without) summed and divided by the
-        # number of valid steps times n_agents. q_tot_taken_mean / target_tot_mean: Q_tot itself.
-        n_mixed = m.sum() * chosen.shape[-1]
+        # PyMARL's (and EPyMARL's) definitions: the mixer's output summed over the valid steps and
+        # divided by their number (times the outputs per step) times n_agents. With a joint mixer
+        # that is Q_tot / n_agents; without one (IQL) an agent's mean Q / n_agents, as PyMARL logs it.
+        # q_tot_taken_mean / target_tot_mean: Q_tot itself (joint mixers).
+        n_pymarl = n_valid * chosen.shape[-1]
         q_sum, t_sum = (chosen_tot.detach() * m).sum(), (targets * m).sum()
         stats = {
             "td_error_abs": td.abs().sum().detach() / n_valid,
-            "q_taken_mean": q_sum / n_mixed,
-            "target_mean": t_sum / n_mixed,
+            "q_taken_mean": q_sum / n_pymarl,
+            "target_mean": t_sum / n_pymarl,
         }
         if getattr(self.mixer, "joint", False):
             stats["q_tot_taken_mean"] = q_sum / n_valid
