@@ -270,6 +270,9 @@ class Experiment:
                 names = t.get("agents") or [str(i + 1) for i in range(len(t["agent_q"]))]
                 for name, q in zip(names, t["agent_q"]):
                     console.print(f"Q_{name} at {t['state']}: " + ", ".join(f"{v:.2f}" for v in q))
+        if tables and self.cfg.learner.get("standardise_rewards"):
+            console.print("[dim]Q-values are in standardised reward units (learner.standardise_rewards=true; "
+                          "false learns them in reward units)")
         for line in self.c.loggers.describe():
             console.print(line)
 
