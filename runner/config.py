@@ -60,7 +60,7 @@ class Config:
     """MLflow run name; default <algo>-<env>-s<seed>."""
 
     benchmark: Any = None
-    """Set by ``+benchmark=<name>`` (conf/benchmark/): {name, published, budget_note}. Runs are tagged
+    """Set by ``+benchmark=<name>`` (conf/benchmark/): {name, published}, published naming runner/benchmarks/<published>.yaml. Runs are tagged
     ``benchmark=<name>`` and the sweep's report puts them beside the published values."""
     groups: Any = None
     """Agent groups and their policies (runner/groups.py): None or all (one shared network), per_agent,

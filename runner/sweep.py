@@ -384,6 +384,9 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
         }
         if n_jobs is not None:
             tags["jobs_expected"] = str(n_jobs)
+        bench_name = OmegaConf.select(cfg, "benchmark.name", default=None)
+        if bench_name:
+            tags["benchmark"] = str(bench_name)
         run = tracking.retry(client.create_run, exp_id, run_name=name, tags=tags)
         run_id = run.info.run_id
         from mlflow.entities import Param

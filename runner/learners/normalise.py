@@ -36,11 +36,9 @@ class RunningMeanStd:
             w = torch.ones_like(x)
         else:
             w = mask.detach().to(torch.float64).expand_as(x)
-        n = w.sum()
-        if n.item() == 0:
-            return
-        b_mean = (x * w).sum() / n
-        b_var = (((x - b_mean) ** 2) * w).sum() / n
+        n = w.sum()  # no early return on n = 0 (no host sync in the update): the formulas leave it unchanged
+        b_mean = (x * w).sum() / n.clamp_min(1.0)
+        b_var = (((x - b_mean) ** 2) * w).sum() / n.clamp_min(1.0)
         delta = b_mean - self.mean
         total = self.count + n
         self.var = (self.var * self.count + b_var * n + delta**2 * self.count * n / total) / total
