@@ -340,7 +340,7 @@ def test_factory_applies_the_options() -> None:
         ("mstep", {"t_max": 5}, "unknown option(s) for matrix game 'mstep': t_max. Valid options: m"),
         ("twostep", {"z": 1, "a": 2}, "unknown option(s) for matrix game 'twostep': a, z. "
                                       "Valid options: payoff_2a, payoff_2b, bystanders"),
-        ("climbing", {"k": -1}, "unknown option(s) for matrix game 'climbing': k. Valid options: (none)"),
+        ("climbing", {"k": -1}, "unknown option(s) for matrix game 'climbing': k. Valid options: steps"),
         ("matrix", {}, "matrix game 'matrix' needs option(s): payoff"),
         ("penalty", {"k": 5}, "matrix game 'penalty': env.k=5 is invalid: the penalty must be <= 0"),
         ("mstep", {"m": 1}, "matrix game 'mstep': env.m=1 is invalid: must be >= 2"),
