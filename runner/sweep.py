@@ -63,6 +63,20 @@ def sweep_overrides(task_overrides: list[str]) -> dict[str, str]:
     return out
 
 
+def varying_overrides(cfg: DictConfig, task_overrides: list[str]) -> dict[str, str]:
+    """{key (without +/~): value text} of what varies between the sweep's jobs: the command line's
+    sweep overrides, and the sweeper's own ``hydra.sweeper.params`` (e.g. a ``+benchmark``'s lists)
+    except where the command line sets the key, to a list or to one value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    varying = sweep_overrides(task_overrides)
+    given = {_override_key(o.key_or_group) for o in OverridesParser.create().parse_overrides(task_overrides)}
+    for k, v in (OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}).items():
+        if _override_key(str(k)) not in given:
+            varying[_override_key(str(k))] = str(v)
+    return varying
+
+
 def basic_sweep_jobs(cfg: DictConfig, task_overrides: list[str]) -> list[list[str]]:
     """The override lists of a basic sweep's jobs, as Hydra's BasicSweeper makes them: the config's
     ``hydra.sweeper.params`` (e.g. a ``+benchmark`` preset's tasks x algorithms x seeds) first, then
@@ -347,10 +361,7 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
     sweep_dir = Path(str(cfg.hydra.sweep.dir)).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     task = [str(o) for o in cfg.hydra.overrides.task]
-    varying = sweep_overrides(task)
-    search = OmegaConf.select(cfg, "hydra.sweeper.params", default=None)
-    if search:
-        varying.update({str(k): str(v) for k, v in search.items()})
+    varying = varying_overrides(cfg, task)
 
     n_jobs = expected_jobs(cfg, task)
     client = tracking.client_for(uri)  # fails in seconds when a server is down

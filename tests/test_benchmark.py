@@ -250,6 +250,24 @@ def test_the_matrix_benchmark_composes_into_its_job_list() -> None:
     assert {j[1] for j in short} == {"+env=epymarl_climbing"}
 
 
+def test_the_sweep_parent_records_what_varies_once() -> None:
+    """A benchmark's own lists vary unless the command line sets the key; keys appear once, without +."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from runner.config import register_schemas
+    from runner.sweep import varying_overrides
+
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=["+benchmark=epymarl_lbf", "+env=epymarl_lbf_10x10_3p_3f"],
+                            return_hydra_config=True)
+    task = ["+benchmark=epymarl_lbf", "+env=epymarl_lbf_10x10_3p_3f", "+experiment=epymarl_qmix,epymarl_vdn"]
+    assert varying_overrides(cfg, task) == {"experiment": "epymarl_qmix,epymarl_vdn", "seed": "range(0,5)"}
+
+
 @pytest.mark.parametrize(("bench", "n"), [("epymarl_lbf", 3 * 7 * 5), ("epymarl_rware", 3 * 3 * 5), ("epymarl_mpe", 3 * 2 * 5)])
 def test_every_benchmark_job_composes_and_validates(bench: str, n: int) -> None:
     jobs = _jobs(f"+benchmark={bench}")

@@ -306,3 +306,24 @@ def test_ctrl_c_in_a_joblib_sweep_checkpoints_the_running_jobs(tmp_path, store, 
     assert parent2.info.status == "FINISHED" and parent2.data.metrics["jobs_finished"] == 3
     assert [c.info.run_id for c in children2[:2]] == [c.info.run_id for c in children]
     assert all(c.info.status == "FINISHED" for c in children2) and len(children2) == 3
+
+
+@pytest.mark.slow
+def test_a_benchmark_is_one_sweep_with_the_published_table_on_its_parent(tmp_path, store, store_uri, exp_name):
+    sdir = tmp_path / "sweep"
+    r = sweep(["+benchmark=epymarl_matrix", "+env=epymarl_penalty_k0", "seed=0", "t_max=250", "test_interval=125",
+               "log_interval=125", "test_nepisodes=2", f"logger.mlflow.experiment_name={exp_name}"],
+              tmp_path, store_uri, sdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    parent, children = parent_and_children(store, exp_name)
+    assert parent.info.status == "FINISHED" and parent.data.tags["benchmark"] == "epymarl_matrix"
+    assert parent.data.params["experiment"] == "epymarl_iql,epymarl_vdn,epymarl_qmix"
+    assert "env" in parent.data.params and parent.data.params["env"] == "epymarl_penalty_k0"
+    assert sorted(c.data.tags["algo"] for c in children) == ["iql", "qmix", "vdn"]
+    assert {c.data.tags["benchmark"] for c in children} == {"epymarl_matrix"}
+    assert all(c.data.tags["sweep_overrides"].startswith("experiment=epymarl_") for c in children)
+    table = json.loads((sdir / "report" / "benchmark.json").read_text())
+    assert [(row["task"], row["algo"]) for row in table["rows"]] == [("epymarl_penalty_k0", a) for a in ("iql", "qmix", "vdn")]
+    assert all(row["ours"]["evaluations"] == 3 and row["shorter_budget"] for row in table["rows"])
+    logged = {a.path for a in store.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/benchmark.md", "report/benchmark.json", "report/epymarl_penalty_k0.png"} <= logged
