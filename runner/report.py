@@ -530,6 +530,14 @@ def write_report(
     benchmark.json: ours beside the paper's numbers. Raises ReportError when no run logged ``metric``."""
     if not runs:
         raise ReportError("no runs to report on")
+    pub = None
+    if published:  # an unknown name fails before anything is written
+        from runner.benchmarks import PublishedError, load_published
+
+        try:
+            pub = load_published(published)
+        except PublishedError as exc:
+            raise ReportError(str(exc)) from None
     series = fetch_series(client, runs, metric, group_by)
     if not series:
         raise ReportError(f"none of the {len(runs)} selected runs logged the metric {metric!r}")
@@ -546,14 +554,10 @@ def write_report(
     md = out_dir / "report.md"
     md.write_text(render_markdown(data))
     (out_dir / "report.html").write_text(render_html(data, out_dir))
-    if published:
-        from runner.benchmarks import PublishedError
+    if pub is not None:
         from runner.benchmarks import write as write_benchmark
 
-        try:
-            write_benchmark(series, published, out_dir, benchmark)
-        except PublishedError as exc:
-            raise ReportError(str(exc)) from None
+        write_benchmark(series, pub, out_dir, benchmark)
     return md
 
 

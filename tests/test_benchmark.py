@@ -357,3 +357,5 @@ def test_report_cli_writes_the_benchmark_table_from_mlflow_runs(tmp_path: Path, 
     assert row["published"] == {"max_return": None, "average_return": None}
     assert "epymarl_penalty_k0 (Penalty k=0)" in (out / "benchmark.md").read_text()
     assert main(["--experiment", exp_name, "--published", "nope", "--out", str(out)]) == 2
+    assert main(["--experiment", exp_name, "--published", "nope", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()  # refused before anything was written

@@ -166,9 +166,10 @@ def render_markdown(data: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write(series: Sequence[RunSeries], published: str, out_dir: Path, benchmark: str | None = None) -> Path:
-    """benchmark.md and benchmark.json in ``out_dir``; returns the path of benchmark.md."""
-    data = compare(series, load_published(published), benchmark)
+def write(series: Sequence[RunSeries], pub: dict[str, Any], out_dir: Path, benchmark: str | None = None) -> Path:
+    """benchmark.md and benchmark.json (``pub``: :func:`load_published`) in ``out_dir``; returns the
+    path of benchmark.md."""
+    data = compare(series, pub, benchmark)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "benchmark.json").write_text(json.dumps(data, indent=1) + "\n")
