@@ -77,4 +77,4 @@ lint: install ## ruff
 	$(VENV)/bin/ruff check runner modules envs tests
 
 clean: ## remove .venv and outputs (runs, MLflow store)
-	rm -rf $(VENV) $(VENV_RL) outputs/runs outputs/multirun outputs/mlflow.db outputs/mlartifacts outputs/server outputs/sacred outputs/report
+	rm -rf $(VENV) $(VENV_RL) outputs/runs outputs/multirun outputs/mlflow.db outputs/mlflow.db.lock outputs/mlartifacts outputs/server outputs/sacred outputs/report

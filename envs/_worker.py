@@ -12,6 +12,7 @@ import mmap
 import os
 import pickle
 import signal
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -67,7 +68,22 @@ def send(conn: Any, msg: Any) -> None:
     conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
 
 
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this worker when its parent dies (Linux; elsewhere the pipe's EOF
+    ends it once its current command is done). With ``forkserver`` the parent is the fork server,
+    which exits when the main process dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(0)
+
+
 def run_worker(conn: Any, factory: Callable[[int], Any], indices: list[int], environ: dict[str, str]) -> None:
+    die_with_parent()
     # a forkserver forks workers from its own state: take the main process's current environment
     # (e.g. SC2PATH set after the server started), not the one the server started with
     os.environ.clear()

@@ -41,7 +41,12 @@ class Config:
     log_interval: int = "${env.log_interval}"  # type: ignore[assignment]
     """Env steps between logs of training stats (return_mean, loss, ...)."""
     save_interval: int = 0
-    """Env steps between periodic checkpoints; 0 = only at the end and on interrupt."""
+    """Env steps between periodic checkpoints; 0 = by wall-clock time only (save_interval_s)."""
+    save_interval_s: float = 600.0
+    """Wall-clock seconds of training between periodic checkpoints (a kill -9 loses at most this
+    much); 0 = by env steps only. Checkpoints are also written at the end and on Ctrl-C/SIGTERM."""
+    checkpoint_keep: int = 3
+    """How many of the newest checkpoints of a run are kept."""
     checkpoint_buffer: bool = True
     """Store the replay buffer in checkpoints (needed for an exact resume)."""
     evaluate: bool = False
@@ -82,6 +87,8 @@ RESUME_MAY_DIFFER = (
     "test_nepisodes",
     "log_interval",
     "save_interval",
+    "save_interval_s",
+    "checkpoint_keep",
     "checkpoint_buffer",
     "resume",
     "checkpoint",
@@ -166,7 +173,9 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.log_interval > 0, "log_interval", cfg.log_interval, "must be > 0")
     need(cfg.test_nepisodes >= 1, "test_nepisodes", cfg.test_nepisodes, "must be >= 1")
     need(cfg.torch_threads >= 0, "torch_threads", cfg.torch_threads, "must be >= 0 (0 = torch's default)")
-    need(cfg.save_interval >= 0, "save_interval", cfg.save_interval, "must be >= 0 (0 = end and interrupt only)")
+    need(cfg.save_interval >= 0, "save_interval", cfg.save_interval, "must be >= 0 (0 = by wall-clock time only)")
+    need(cfg.save_interval_s >= 0, "save_interval_s", cfg.save_interval_s, "must be >= 0 (0 = by env steps only)")
+    need(cfg.checkpoint_keep >= 1, "checkpoint_keep", cfg.checkpoint_keep, "must be >= 1")
     need(
         cfg.device == "auto" or cfg.device == "cpu" or str(cfg.device).startswith("cuda"),
         "device",

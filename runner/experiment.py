@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from runner import checkpoint
+from runner import checkpoint, ownership
 from runner.build import Components, build, resolve_device, seed_everything
 from runner.config import validate
 from runner.learners.base import NonFiniteLossError
@@ -124,6 +125,7 @@ class Experiment:
         self.state = LoopState()
         self.started_at = 0  # t_env when this process took over (resume)
         self.startup_s: float | None = None  # process start -> first env step
+        self.saved_at = self.flushed_at = time.monotonic()  # wall clock of the last checkpoint / flush
 
     # -- phases --------------------------------------------------------------------------------
     def test_phase(self) -> dict[str, float]:
@@ -209,7 +211,7 @@ class Experiment:
         cfg, s = self.cfg, self.state
         self.startup_s = process_age()
         with ProgressDisplay(cfg.t_max, s.t_env, cfg.progress) as bar:
-            t0 = time.monotonic()
+            t0 = self.saved_at = time.monotonic()
             while s.t_env < cfg.t_max:
                 if self.stop.signum is not None:
                     s.wall_time += time.monotonic() - t0
@@ -217,8 +219,14 @@ class Experiment:
                 if s.last_test_t < 0 or s.t_env - s.last_test_t >= cfg.test_interval:
                     self.test_phase()
                 self.train_iteration()
-                if cfg.save_interval and s.t_env - s.last_save_t >= cfg.save_interval:
+                now = time.monotonic()
+                if (cfg.save_interval and s.t_env - s.last_save_t >= cfg.save_interval) or (
+                    cfg.save_interval_s and now - self.saved_at >= cfg.save_interval_s
+                ):
                     self.save()
+                elif now - self.flushed_at >= 30.0:  # the loggers' heartbeat and outbox, between logs
+                    self.c.loggers.flush()
+                    self.flushed_at = now
                 bar.update(s.t_env, s.episode, s.latest.get("return_mean"), s.latest.get("test_return_mean"))
             s.wall_time += time.monotonic() - t0
         if s.last_test_t != s.t_env:
@@ -239,7 +247,8 @@ class Experiment:
             "loggers": self.c.loggers.state(),
         }
         self.c.loggers.flush()
-        return checkpoint.save(self.run_dir, data, keep=3)
+        self.saved_at = self.flushed_at = time.monotonic()
+        return checkpoint.save(self.run_dir, data, keep=self.cfg.checkpoint_keep)
 
     def restore(self, data: dict[str, Any], ckpt: Path) -> None:
         if data.get("buffer") is None:
@@ -323,11 +332,23 @@ def run(
     device = resolve_device(cfg.device)
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     run_dir = Path(hydra_dir) if hydra_dir else Path.cwd() / "outputs" / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    if cfg.resume:  # the run dir is the checkpoint's: own it before reading its newest checkpoint
+        run_dir = checkpoint.run_dir_of(checkpoint.resolve(cfg.resume))
+    ownership.acquire(run_dir)  # one process per run dir (RunDirBusy names the owner)
+    try:
+        return _run_owned(cfg, resolved, device, run_dir, hydra_dir, overrides, extra_tags, name_suffix)
+    finally:
+        ownership.release(run_dir)
+
+
+def _run_owned(cfg: DictConfig, resolved: dict[str, Any], device: torch.device, run_dir: Path, hydra_dir: Path | None,
+               overrides: list[str] | tuple[str, ...], extra_tags: dict[str, str] | None, name_suffix: str) -> RunResult:
     ckpt_path, ckpt = None, None
     if cfg.resume:
         ckpt_path, ckpt = checkpoint.load(cfg.resume)
         checkpoint.check_resume_config(ckpt["config"], resolved, ckpt_path)
-        run_dir = checkpoint.run_dir_of(ckpt_path)
+        console.print(f"resuming {run_dir} from {ckpt_path.name} (t_env={ckpt['loop']['t_env']:,} of t_max={cfg.t_max:,}, "
+                      f"saved {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(ckpt_path.stat().st_mtime))})", soft_wrap=True)
     elif cfg.checkpoint:
         ckpt_path, ckpt = checkpoint.load(cfg.checkpoint)
 
@@ -363,9 +384,15 @@ def run(
         raise
     try:
         if hydra_dir and (hydra_dir / ".hydra").is_dir():
-            # a resumed run keeps the .hydra/ of the command that started it; the resume's goes beside it
-            name = f".hydra-resume-{exp.started_at}" if cfg.resume else ".hydra"
-            comps.loggers.log_artifact(hydra_dir / ".hydra", name)
+            hydra_files = hydra_dir / ".hydra"
+            name = ".hydra"
+            if cfg.resume and Path(hydra_dir).resolve() != run_dir.resolve():
+                # a resumed run keeps the .hydra/ of the command that started it; the resume's goes beside
+                # it, in the run dir (the resume's own Hydra dir is removed when it ends: nothing else is there)
+                name = f".hydra-resume-{exp.started_at}"
+                shutil.copytree(hydra_files, run_dir / name, dirs_exist_ok=True)
+                hydra_files = run_dir / name
+            comps.loggers.log_artifact(hydra_files, name)
         if cfg.evaluate:
             return _evaluate(exp, ckpt_path)
         return _train(exp)

@@ -159,6 +159,29 @@ def write_job_status(job_dir: Path, status: str, error: str | None, value: Any) 
 
 
 # -- the launcher's side ------------------------------------------------------------------------------
+class Heartbeat:
+    """Refreshes the parent run's ``heartbeat`` tag while the launcher lives (runner.ownership)."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        from runner import ownership, tracking
+
+        self._done = threading.Event()
+
+        def beat() -> None:
+            client = None
+            while not self._done.wait(ownership.HEARTBEAT_S):
+                try:
+                    client = client or tracking.new_client(tracking_uri)
+                    client.set_tag(run_id, "heartbeat", f"{time.time():.0f}")
+                except Exception:  # the next beat tries again
+                    pass
+
+        threading.Thread(target=beat, name="hymarl-sweep-heartbeat", daemon=True).start()
+
+    def stop(self) -> None:
+        self._done.set()
+
+
 class MLflowSweepCallback(Callback):
     """Parent run per sweep; see the module docstring. Options (``hydra.callbacks.mlflow_sweep.*``):
     ``report`` (write and log the report at the end), ``resume`` (re-running a sweep dir skips
@@ -171,6 +194,10 @@ class MLflowSweepCallback(Callback):
         self.validate = validate
         self._state: dict[str, Any] | None = None
         self._finished = False
+        self._beat: Heartbeat | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # jobs in worker processes get a copy, without the heartbeat thread
+        return {**self.__dict__, "_beat": None}
 
     # Hydra calls these -------------------------------------------------------------------------
     # Hydra turns a callback's exceptions into warnings: what must stop the sweep exits instead.
@@ -184,12 +211,18 @@ class MLflowSweepCallback(Callback):
                 print(f"Error: {len(errors)} of {n} jobs of this sweep have an invalid config; no job was run:\n  "
                       + "\n  ".join(errors), file=sys.stderr)
                 sys.exit(2)
+        from runner import ownership
+
+        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         try:
+            # one launcher per sweep dir: a second launch of a running sweep would run its jobs twice
+            ownership.acquire(sweep_dir, what="sweep dir")
             self._state = start_parent(config)
         except ConfigError as exc:  # e.g. the tracking server is down: no job starts
             print(f"Error: {exc}", file=sys.stderr)
             sys.exit(2)
-        sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        if self._state is not None:
+            self._beat = Heartbeat(self._state["tracking_uri"], self._state["parent_run_id"])
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / STOP_FILE).unlink(missing_ok=True)  # left by an interrupted earlier run
         os.environ[PID_ENV] = str(os.getpid())
@@ -201,6 +234,8 @@ class MLflowSweepCallback(Callback):
         if self._state is None or self._finished:
             return
         self._finished = True
+        if self._beat is not None:
+            self._beat.stop()
         summary = finish_parent(self._state, report=self.report)
         if summary["failed"] or summary["not_run"]:
             print(f"Error: {summary['message']}", file=sys.stderr)
@@ -211,16 +246,20 @@ class MLflowSweepCallback(Callback):
 
         if HydraConfig.get().mode.name != "MULTIRUN":
             return
+        global JOB_OUTCOME
         job_dir = Path(HydraConfig.get().runtime.output_dir)
+        outcome, JOB_OUTCOME = JOB_OUTCOME, None
+        if outcome == "not_started":
+            return  # counted as not run
+        if outcome == "killed":  # stopped by a signal: app() wrote its KILLED status
+            print_progress(Path(HydraConfig.get().sweep.dir))
+            return
         if job_return.status == JobStatus.COMPLETED:
             value = job_return._return_value
             write_job_status(job_dir, "FINISHED", None, value if isinstance(value, (int, float)) else None)
         else:
             exc = job_return._return_value
-            if isinstance(exc, JobNotStarted):
-                return  # counted as not run
-            status = "KILLED" if isinstance(exc, JobInterrupted) else "FAILED"
-            write_job_status(job_dir, status, f"{type(exc).__name__}: {exc}", None)
+            write_job_status(job_dir, "FAILED", f"{type(exc).__name__}: {exc}", None)
         print_progress(Path(HydraConfig.get().sweep.dir))
 
     def _at_exit(self) -> None:
@@ -229,6 +268,8 @@ class MLflowSweepCallback(Callback):
         if self._state is None or self._finished:
             return
         self._finished = True
+        if self._beat is not None:
+            self._beat.stop()
         try:
             finish_parent(self._state, report=self.report)
         except Exception as exc:  # at exit there is nobody left to raise to
@@ -274,15 +315,8 @@ def _short_error(exc: Exception) -> str:
     return text.replace("\n", "\n    ")
 
 
-class JobInterrupted(RuntimeError):
-    """A job stopped by SIGINT/SIGTERM; its checkpoint lets a re-run of the sweep resume it."""
-
-
-class JobNotStarted(RuntimeError):
-    """The sweep was stopped (Ctrl-C) before this job started: it does not run, a re-run runs it."""
-
-
-STOPPED = False  # set in the launcher's process by the first Ctrl-C
+STOPPED = False  # set in the launcher's process by the first Ctrl-C (or SIGTERM)
+STOP_SIGNAL = signal.SIGINT
 
 
 def in_launcher_process() -> bool:
@@ -290,9 +324,14 @@ def in_launcher_process() -> bool:
     return os.environ.get(PID_ENV, str(os.getpid())) == str(os.getpid())
 
 
-def check_not_stopped(sweep_dir: str | Path) -> None:
-    if (Path(sweep_dir) / STOP_FILE).exists():
-        raise JobNotStarted("the sweep was stopped before this job started")
+def is_stopped(sweep_dir: str | Path) -> bool:
+    return (Path(sweep_dir) / STOP_FILE).exists()
+
+
+# How the job that just ran in this process ended when it returned without a result (a job in a worker
+# stopped by a signal, or not started after one): read and reset by on_job_end. Such a job returns NaN
+# rather than raising, so the launcher prints no traceback for a Ctrl-C.
+JOB_OUTCOME: str | None = None
 
 
 def _child_pids() -> list[int]:
@@ -315,6 +354,15 @@ def _child_pids() -> list[int]:
     return out
 
 
+def _is_helper_process(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    return any(h in cmd for h in ("forkserver", "resource_tracker", "semaphore_tracker"))
+
+
 class SweepStop:
     """Ctrl-C in the launcher's process while jobs run in child processes (joblib, submitit_local):
     the first one writes the sweep's STOP file (no new job starts) and passes SIGINT on to the running
@@ -329,28 +377,33 @@ class SweepStop:
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self)
+            signal.signal(signal.SIGTERM, self)
 
     def __call__(self, signum: int, frame: Any) -> None:
-        global STOPPED
+        global STOPPED, STOP_SIGNAL
         if self.count and time.monotonic() - self.at < 1.0:
             return  # the same Ctrl-C, delivered again
         self.count += 1
         if self.count > 1:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
             raise KeyboardInterrupt
-        STOPPED = True
+        STOPPED, STOP_SIGNAL = True, signum
         self.at = time.monotonic()
-        (self.sweep_dir / STOP_FILE).write_text(f"stopped by SIGINT at {time.ctime()}\n")
-        print("[sweep] stopping: running jobs save a checkpoint, no new job starts (Ctrl-C again to abort); "
+        name = signal.Signals(signum).name
+        (self.sweep_dir / STOP_FILE).write_text(f"stopped by {name} at {time.ctime()}\n")
+        print(f"[sweep] stopping: running jobs save a checkpoint, no new job starts ({name}; again to abort); "
               "run the same command with the same hydra.sweep.dir to continue", file=sys.stderr, flush=True)
         for pid in _child_pids():
+            if signum != signal.SIGINT and _is_helper_process(pid):
+                continue  # multiprocessing's fork server / resource tracker: jobs' env workers need them
             with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGINT)
+                os.kill(pid, signum)
 
 
 def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
     """Create (or reopen) the sweep's parent run; None when the sweep does not log to MLflow."""
-    from runner import tracking
+    from runner import ownership, tracking
     from runner.experiment import git_commit
 
     mcfg = _mlflow_logger_cfg(cfg)
@@ -369,7 +422,15 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
     previous = read_sweep_file(sweep_dir)
     if previous and previous.get("tracking_uri") == uri:
         run_id = previous["parent_run_id"]
+        close_stale_children(client, previous.get("experiment_id") or exp_id, run_id)
+        parent = client.get_run(run_id)
+        if parent.info.status == "RUNNING":  # we hold the sweep dir: the launcher that left it so is gone
+            t = parent.data.tags
+            print(f"[sweep] the parent run was left RUNNING by an earlier launcher (pid {t.get('owner_pid', '?')} "
+                  f"on {t.get('owner_host', '?')}) that ended without a final status", file=sys.stderr)
         tracking.retry(client.update_run, run_id, status="RUNNING")
+        for key, value in ownership.owner_tags().items():
+            tracking.retry(client.set_tag, run_id, key, value)
         reruns = int(client.get_run(run_id).data.tags.get("sweep_reruns", "0")) + 1
         tracking.retry(client.set_tag, run_id, "sweep_reruns", str(reruns))
         tracking.retry(client.set_tag, run_id, "sweep_rerun_overrides", " ".join(task))
@@ -383,6 +444,7 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
         launcher = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="")).rsplit(".", 1)[-1]
         sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).rsplit(".", 1)[-1]
         tags = {
+            **ownership.owner_tags(),
             "mode": "sweep",
             "sweep_id": sweep_id,
             "sweep_dir": str(sweep_dir),
@@ -419,6 +481,17 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
     tmp.write_text(json.dumps(info, indent=1))
     os.replace(tmp, sweep_dir / SWEEP_FILE)
     return {**info, "started": time.time()}
+
+
+def close_stale_children(client: Any, experiment_id: str, parent_run_id: str) -> None:
+    """A re-run of a sweep: its child runs left RUNNING by processes that are gone are marked KILLED
+    (with the reason) before their jobs are resumed; children whose job still runs are left alone."""
+    from runner import ownership, tracking
+
+    runs = tracking.retry(client.search_runs, [experiment_id],
+                          filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'")
+    for run, reason in ownership.close_stale(client, runs):
+        print(f"[sweep] child run {run.info.run_id} ({run.info.run_name}) marked KILLED: {reason}", file=sys.stderr)
 
 
 def _param_key(key: str) -> str:

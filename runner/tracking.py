@@ -6,12 +6,15 @@ mlflow is imported lazily everywhere here: it costs seconds of start-up.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import random
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,11 +60,45 @@ def retry(fn: Callable[..., T], *args: Any, attempts: int = 8, base_delay: float
     raise AssertionError("unreachable")
 
 
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` store (None for any other store)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri[len("sqlite:///") :].split("?", 1)[0])
+
+
+def check_sqlite_writable(tracking_uri: str) -> None:
+    """Refuse (TrackingUnavailable, at once) a SQLite store that cannot be written: its directory
+    cannot be created or written (read-only, permissions, a full disk), or the file cannot be opened
+    for writing. Real writes, not ``os.access`` (root passes that on a read-only mount); a probe file
+    next to the database is created and removed, the database itself is neither created nor changed.
+    Without this, MLflow retries creating its engine for about 110 s and then dumps a traceback."""
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return
+    from runner import storage
+
+    try:
+        storage.check_writable_dir(db.parent)
+        if db.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(db))
+        if db.exists():
+            with open(db, "ab"):  # append mode, nothing written: the file is not modified
+                pass
+    except OSError as exc:
+        fix = "Free some space" if storage.space_reason(exc) else "Fix that"
+        raise TrackingUnavailable(
+            f"cannot write the MLflow store {tracking_uri}: {storage.describe(exc, db.parent)}. "
+            f"{fix}, or point MLFLOW_TRACKING_URI / logger.mlflow.tracking_uri to another store"
+        ) from None
+
+
 def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
     """Fail fast (TrackingUnavailable, within ``timeout`` seconds) when an http(s) tracking server
-    does not answer its /health endpoint; prepare the directory of a SQLite store."""
+    does not answer its /health endpoint, or a SQLite store cannot be written (its directory is
+    created)."""
     if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        check_sqlite_writable(tracking_uri)
         return
     if not tracking_uri.startswith(("http://", "https://")):
         return
@@ -98,12 +135,63 @@ def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
         return exp.experiment_id
 
 
-def client_for(tracking_uri: str) -> Any:
-    """A client of a reachable store (checked first, so a dead server fails in seconds)."""
-    check_reachable(tracking_uri)
+@contextlib.contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """For a SQLite store: an OS lock on ``<db>.lock`` beside the file, held while a process creates
+    or migrates the store (MLflow's migrations are not safe to run from two processes at once on a
+    fresh file: "duplicate column name", "table ... already exists"). Other stores: nothing."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(tracking_uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db.with_name(db.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def new_client(tracking_uri: str) -> Any:
+    """An MlflowClient whose store is open: a SQLite store is created or migrated under
+    :func:`store_lock`, so any number of processes can start together on a fresh store. (MLflow
+    caches the opened store per process: later clients of the same URI do not migrate again.)"""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    if tracking_uri.startswith("sqlite:///"):
+        with store_lock(tracking_uri):
+            retry(client.search_experiments, max_results=1)  # opens (creates, migrates) the store
+    return client
+
+
+def open_existing(tracking_uri: str) -> Any:
+    """A client of a store that must exist already (commands that read runs): a SQLite path with no
+    file is refused (ConfigError) instead of silently creating an empty store."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///") :])
+        if not db.is_file():
+            raise ConfigError(f"no MLflow store at {db} ({tracking_uri}): check the path, MLFLOW_TRACKING_URI or --tracking-uri")
+    return client_for(tracking_uri)
+
+
+def client_for(tracking_uri: str) -> Any:
+    """A client of a reachable store (checked first, so a dead server or an unwritable SQLite store
+    fails in seconds)."""
+    check_reachable(tracking_uri)
+    return new_client(tracking_uri)
+
+
+def _unsent_uri(path: str) -> str:
+    """The tracking URI an mlflow_unsent.json (or the one in a run dir) was written for."""
+    import json
+
+    p = Path(path)
+    try:
+        return str(json.loads((p / "mlflow_unsent.json" if p.is_dir() else p).read_text())["tracking_uri"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "the MLflow store"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) not in (2, 3) or args[0] != "send-unsent":
         print(main.__doc__, file=sys.stderr)
         return 2
+    from runner import storage
     from runner.logging.mlflow_logger import send_unsent
 
     try:
@@ -122,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # e.g. SQLite's "database or disk is full", wrapped by MLflow
+        reason = storage.space_reason(exc)
+        if reason is None:
+            raise
+        uri = args[2] if len(args) == 3 else _unsent_uri(args[1])
+        print(f"Error: {reason}: {sqlite_path(uri) or uri}; nothing was lost: free some space and run this again",
+              file=sys.stderr)
+        return 1
     print("sent " + ", ".join(f"{n} {what}" for what, n in sent.items()))
     return 0
 

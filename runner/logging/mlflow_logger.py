@@ -22,24 +22,30 @@ A tracking server that is down or drops mid-run never stops the training:
   could not send (metrics, params, tags, artifact paths, final status) to
   ``<run_dir>/mlflow_unsent.json``. ``python -m runner.tracking send-unsent <run_dir>`` sends it
   later; resuming the run sends it too;
-* SQLite "database is locked" errors (concurrent sweep jobs) are retried by ``runner.tracking.retry``.
+* SQLite "database is locked" errors (concurrent sweep jobs) are retried by ``runner.tracking.retry``;
+* a full disk under a SQLite store ("database or disk is full") or a local artifact root (ENOSPC) is
+  treated like a dropped server, named as what it is (``no space left on device: <path>``, and
+  without MLflow's logged traceback): the outbox is kept and retried, then goes to
+  ``mlflow_unsent.json``. Artifacts waiting for space do not hold back the final status.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import MISSING
 
+from runner import ownership, storage
 from runner.logging.base import Logger, RunInfo
 from runner.registry import LOGGERS
 from runner.tracking import (
@@ -48,7 +54,9 @@ from runner.tracking import (
     default_tracking_uri,
     ensure_experiment,
     is_transient,
+    new_client,
     retry,
+    sqlite_path,
 )
 
 T = TypeVar("T")
@@ -116,12 +124,13 @@ def http_budget(budget: dict[str, str]) -> Iterator[None]:
 
 
 def unreachable(exc: BaseException) -> bool:
-    """The tracking store could not be talked to (down, timed out, 5xx, locked): worth keeping the
-    data and trying again. False for errors that a retry would repeat (a bad value, a 4xx)."""
+    """The tracking store could not be talked to (down, timed out, 5xx, locked) or its disk is full
+    (SQLite's "database or disk is full", ENOSPC copying an artifact): worth keeping the data and
+    trying again (space may be freed). False for errors that a retry would repeat (a bad value, a 4xx)."""
     import requests
     from mlflow.exceptions import MlflowException, RestException
 
-    if is_transient(exc):
+    if is_transient(exc) or storage.space_reason(exc):
         return True
     if isinstance(exc, RestException):  # the server answered with an error
         return exc.get_http_status_code() >= 500 or exc.get_http_status_code() in (408, 429)
@@ -132,6 +141,18 @@ def unreachable(exc: BaseException) -> bool:
         return True
     # http_request wraps connection errors, timeouts and exhausted retries like this
     return isinstance(exc, MlflowException) and str(exc.message).startswith("API request to")
+
+
+class _NoDiskFullTraceback(logging.Filter):
+    """MLflow logs every SQLAlchemy OperationalError at ERROR with its traceback (~50 lines) before
+    raising it; a full disk is reported by this logger in one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or storage.space_reason(exc) is None
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_NoDiskFullTraceback())
 
 
 def short_reason(exc: BaseException) -> str:
@@ -170,10 +191,12 @@ class MLflowLogger(Logger):
         self._pending: list[Any] = []
         self._artifacts: list[tuple[str, str | None]] = []
         self._status: tuple[str, int] | None = None  # final (status, end_time ms) once finish() ran
+        self._last_beat = time.monotonic()
         # server health
         self._failures = 0
         self._retry_at = 0.0
         self._down_reason: str | None = None
+        self._down_space = False  # down because a disk is full (not a server that does not answer)
 
     # -- config check (before anything is built) ------------------------------------------------
     @staticmethod
@@ -187,6 +210,13 @@ class MLflowLogger(Logger):
             value = mcfg.get(key)
             if not isinstance(value, (int, float)) or value < 0:
                 errors.append(f"logger.mlflow.{key}={value} must be >= 0")
+        name, max_len = mcfg.get("experiment_name"), 500  # MLflow's limit of an experiment name
+        if not isinstance(name, str) or not name.strip():
+            errors.append(f"logger.mlflow.experiment_name={name!r} is invalid: must be a non-empty name (the MLflow "
+                          "experiment the runs are filed under; default 'hymarl')")
+        elif len(name) > max_len:
+            errors.append(f"logger.mlflow.experiment_name={name[:40]!r}... is invalid: {len(name)} characters, "
+                          f"MLflow allows at most {max_len}")
         check_reachable(mcfg.get("tracking_uri") or default_tracking_uri())
         return errors
 
@@ -199,10 +229,45 @@ class MLflowLogger(Logger):
     def _budget(self, budget: dict[str, str]) -> AbstractContextManager[None]:
         return http_budget(budget) if self._http else nullcontext()
 
-    def _mark_down(self, exc: BaseException) -> None:
+    def _store_path(self) -> str:
+        """The database file of a SQLite store, else the tracking URI (what a message names)."""
+        db = sqlite_path(self.tracking_uri)
+        return str(db) if db is not None else self.tracking_uri
+
+    def _artifact_dest(self, path: str, artifact_path: str | None) -> str:
+        """Where an artifact is copied under a local artifact root (what a full-disk message names)."""
+        try:
+            uri = self.client.get_run(self.run_id).info.artifact_uri
+        except Exception:
+            uri = None
+        if not uri or not (uri.startswith("file:") or "://" not in uri):
+            return f"{uri or 'the artifact store'} ({Path(path).name})"
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        return str(Path(local_file_uri_to_path(uri), artifact_path or "", Path(path).name))
+
+    def _down_what(self) -> str:
+        """'no space left on device: <path>' or 'MLflow tracking server <uri> unreachable'."""
+        if self._down_space and self._down_reason:
+            return self._down_reason
+        return f"MLflow tracking server {self.tracking_uri} unreachable"
+
+    def _mark_down(self, exc: BaseException, where: str | None = None) -> None:
         self._failures += 1
         self._retry_at = time.monotonic() + min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._failures - 1))
         if self._down_reason is None:
+            space = storage.space_reason(exc)
+            self._down_space = space is not None
+            if space:  # the SQLite file's (or the artifact root's) disk is full, not a server down
+                where = where or self._store_path()
+                self._down_reason = f"{space}: {where}"
+                what = "the MLflow store" if where == self._store_path() else "an MLflow artifact"
+                warn(
+                    f"warning: {self._down_reason} ({what}); training goes on, {self._outbox_size()} and what "
+                    f"follows are kept and re-sent (next try in {BACKOFF_FIRST:.0f} s, backing off to "
+                    f"{BACKOFF_MAX:.0f} s, in case space is freed)"
+                )
+                return
             self._down_reason = short_reason(exc)
             warn(
                 f"warning: MLflow tracking server {self.tracking_uri} unreachable ({self._down_reason}); "
@@ -211,9 +276,11 @@ class MLflowLogger(Logger):
             )
 
     def _mark_up(self, sent_metrics: int) -> None:
-        if self._down_reason is not None:
+        if self._down_reason is not None and self._down_space:
+            warn(f"MLflow store writable again (was: {self._down_reason}): sent {sent_metrics} buffered metrics")
+        elif self._down_reason is not None:
             warn(f"MLflow tracking server {self.tracking_uri} reachable again: sent {sent_metrics} buffered metrics")
-        self._failures, self._retry_at, self._down_reason = 0, 0.0, None
+        self._failures, self._retry_at, self._down_reason, self._down_space = 0, 0.0, None, False
 
     def _outbox_size(self) -> str:
         parts = [plural(len(self._pending), "metric")]
@@ -230,6 +297,7 @@ class MLflowLogger(Logger):
         all is sent; False (data kept, backoff set) when the store cannot be reached. Other errors
         are raised, with the batch that caused them dropped (as a retry would fail again)."""
         sent_metrics = 0
+        where = self._store_path()  # what a full-disk warning names
         try:
             while self._params:
                 self._call(self.client.log_batch, self.run_id, params=self._params[:100], synchronous=True)
@@ -247,23 +315,33 @@ class MLflowLogger(Logger):
                     raise
                 del self._pending[:BATCH]
                 sent_metrics += len(chunk)
+            full: tuple[Exception, str] | None = None  # artifacts a full disk cannot take: kept for later
             while self._artifacts:
                 path, artifact_path = self._artifacts[0]
-                if not Path(path).exists():
-                    warn(f"warning: artifact {path} no longer exists; not uploaded to MLflow")
-                elif Path(path).is_dir():
-                    self._call(self.client.log_artifacts, self.run_id, path, artifact_path, budget=ARTIFACT_HTTP)
-                else:
-                    self._call(self.client.log_artifact, self.run_id, path, artifact_path, budget=ARTIFACT_HTTP)
+                try:
+                    if not Path(path).exists():
+                        warn(f"warning: artifact {path} no longer exists; not uploaded to MLflow")
+                    elif Path(path).is_dir():
+                        self._call(self.client.log_artifacts, self.run_id, path, artifact_path, budget=ARTIFACT_HTTP)
+                    else:
+                        self._call(self.client.log_artifact, self.run_id, path, artifact_path, budget=ARTIFACT_HTTP)
+                except Exception as exc:
+                    if not storage.space_reason(exc):
+                        raise
+                    full = (exc, self._artifact_dest(path, artifact_path))
+                    break
                 self._artifacts.pop(0)
-            if self._status is not None:
+            if self._status is not None:  # not held back by artifacts that wait for space: the store took the rest
                 status, end_time = self._status
                 self._call(self.client.set_terminated, self.run_id, status=status, end_time=end_time)
                 self._status = None
+            if full is not None:
+                where = full[1]
+                raise full[0]
         except Exception as exc:
             if not unreachable(exc):
                 raise
-            self._mark_down(exc)
+            self._mark_down(exc, where)
             return False
         self._last_flush = time.monotonic()
         self._mark_up(sent_metrics)
@@ -274,20 +352,17 @@ class MLflowLogger(Logger):
 
     # -- the Logger interface -------------------------------------------------------------------
     def start(self, info: RunInfo) -> None:
-        from mlflow.tracking import MlflowClient
-
         self.run_dir = info.run_dir
-        if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
         try:
+            self.client = new_client(self.tracking_uri)  # a fresh SQLite store is created under a lock
             self._open_run(info)
         except Exception as exc:
             if not unreachable(exc):
                 raise
-            raise TrackingUnavailable(
-                f"cannot open the MLflow run: tracking server {self.tracking_uri} unreachable ({short_reason(exc)})"
-            ) from exc
+            space = storage.space_reason(exc)
+            why = (f"{space}: {self._store_path()}" if space
+                   else f"tracking server {self.tracking_uri} unreachable ({short_reason(exc)})")
+            raise TrackingUnavailable(f"cannot open the MLflow run: {why}") from exc
         self._send_outbox()  # the params; if the server just dropped, they wait like metrics
 
     def _open_run(self, info: RunInfo) -> None:
@@ -304,10 +379,18 @@ class MLflowLogger(Logger):
                 warn(f"sending what the last attempt could not send to MLflow ({unsent})")
                 send_unsent(unsent, self.tracking_uri)
             self.run_id = resume_id
-            self._call(c.update_run, resume_id, status="RUNNING", budget=b)
-            self._call(c.set_tag, resume_id, "resumed_at_t_env", str(info.t_env_start), budget=b)
-            self._call(c.set_tag, resume_id, "resume_overrides", info.tags.get("hydra_overrides", ""), budget=b)
             run = self._call(c.get_run, resume_id, budget=b)
+            if run.info.status == "RUNNING":  # we hold the run dir's lock: its last owner died without a status
+                prev = run.data.tags
+                note = (f"the last attempt (pid {prev.get('owner_pid', '?')} on {prev.get('owner_host', '?')}) "
+                        "ended without a final status (SIGKILL, OOM, power loss?)")
+                warn(f"MLflow run {resume_id} was still marked RUNNING: {note}; continuing it")
+                self._call(c.set_tag, resume_id, "previous_attempt", note, budget=b)
+            self._call(c.update_run, resume_id, status="RUNNING", budget=b)
+            for key, value in {**ownership.owner_tags(), "resumed_at_t_env": str(info.t_env_start),
+                               "resume_overrides": info.tags.get("hydra_overrides", "")}.items():
+                self._call(c.set_tag, resume_id, key, value, budget=b)
+            self._last_beat = time.monotonic()
             if "error" in run.data.tags:  # the reason it stopped last time
                 self._call(c.delete_tag, resume_id, "error", budget=b)
             # steps already in the store are not logged again (the resumed run recomputes them exactly)
@@ -317,7 +400,9 @@ class MLflowLogger(Logger):
             return
         with self._budget(b):
             exp_id = ensure_experiment(c, self.cfg.experiment_name, self.tracking_uri)
-        run = self._call(c.create_run, exp_id, run_name=info.run_name, tags=info.tags, budget=b)
+        run = self._call(c.create_run, exp_id, run_name=info.run_name, tags={**info.tags, **ownership.owner_tags()},
+                         budget=b)
+        self._last_beat = time.monotonic()
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
@@ -335,7 +420,12 @@ class MLflowLogger(Logger):
             self.flush()
 
     def flush(self) -> None:
-        """Send the outbox, unless the server is unreachable and its backoff has not run out."""
+        """Send the outbox, unless the server is unreachable and its backoff has not run out. About
+        once a minute the ``heartbeat`` tag joins it (how ``runner.stale`` tells a live run from one
+        whose process died)."""
+        if self.run_id is not None and self._status is None and time.monotonic() - self._last_beat >= ownership.HEARTBEAT_S:
+            self._tags["heartbeat"] = f"{time.time():.0f}"
+            self._last_beat = time.monotonic()
         if self.run_id is None or not self._has_outbox() or time.monotonic() < self._retry_at:
             return
         self._send_outbox()
@@ -376,7 +466,7 @@ class MLflowLogger(Logger):
                 if not waited:
                     waited = True
                     warn(
-                        f"MLflow tracking server {self.tracking_uri} unreachable: retrying for up to "
+                        f"{self._down_what()}: retrying for up to "
                         f"{remaining:.0f} s (logger.mlflow.finish_timeout; Ctrl-C to stop waiting) to send {self._outbox_size()}"
                     )
                 time.sleep(min(remaining, 5.0, 0.5 * 2**tries))
@@ -414,19 +504,35 @@ class MLflowLogger(Logger):
                     data["tags"] = {**old.get("tags", {}), **data["tags"]}
             except (OSError, ValueError):
                 pass
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
         what = f"{plural(len(data['metrics']), 'metric')}, {plural(len(data['artifacts']), 'artifact')}"
         if data["status"]:
             what += f", final status {data['status']}"
+        tmp = path.with_suffix(".tmp")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=1))
+            tmp.replace(path)
+        except OSError as exc:  # e.g. the run dir is on the same full disk: say so in one line, leave no temp file
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            fix = ""
+            if data["status"]:
+                fix = (f" The run stays RUNNING in {self.tracking_uri}; once it can be written, record its final status with: "
+                       f"python -c \"from mlflow.tracking import MlflowClient; "
+                       f"MlflowClient('{self.tracking_uri}').set_terminated('{self.run_id}', '{data['status']}')\"")
+            warn(
+                f"ERROR: MLflow run {self.run_id} misses {what} ({self._down_reason or 'not sent'}), and they could "
+                f"not be kept in {path} either ({storage.describe(exc, path)}): they are lost.{fix}"
+            )
+            return
         bar = "!" * 100
-        warn(
-            f"{bar}\nWARNING: the MLflow tracking server {self.tracking_uri} is unreachable: run {self.run_id} "
-            f"misses {what}.\nThey are kept in {path}.\nSend them when the server is back:\n"
-            f"  python -m runner.tracking send-unsent {path}\n{bar}"
-        )
+        if self._down_space:
+            headline = f"WARNING: {self._down_reason}: MLflow run {self.run_id} in {self.tracking_uri} misses {what}."
+            then = "Free some space there, then send them:"
+        else:
+            headline = f"WARNING: the MLflow tracking server {self.tracking_uri} is unreachable: run {self.run_id} misses {what}."
+            then = "Send them when the server is back:"
+        warn(f"{bar}\n{headline}\nThey are kept in {path}.\n{then}\n  python -m runner.tracking send-unsent {path}\n{bar}")
 
 
 def send_unsent(path: str | Path, tracking_uri: str | None = None) -> dict[str, int]:
