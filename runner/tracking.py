@@ -159,10 +159,10 @@ def new_client(tracking_uri: str) -> Any:
     caches the opened store per process: later clients of the same URI do not migrate again.)"""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri)
-    if tracking_uri.startswith("sqlite:///"):
-        with store_lock(tracking_uri):
-            retry(client.search_experiments, max_results=1)  # opens (creates, migrates) the store
+    with store_lock(tracking_uri):
+        client = MlflowClient(tracking_uri=tracking_uri)  # MLflow opens (creates, migrates) the store here
+        if tracking_uri.startswith("sqlite:///"):
+            retry(client.search_experiments, max_results=1)  # or here, in older MLflow versions
     return client
 
 
