@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import pickle
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -131,8 +132,10 @@ class SubprocVecEnv(VecEnv):
                 self.procs.append(p)
             self.spec = _check_same_spec(self._gather())
             self._attach()
-        except BaseException:
-            self.close()
+        except BaseException as exc:
+            # A Ctrl-C while the workers build their copies: they read no command before they are done
+            # (minutes for many copies), so they are given 1 s, not 5, to end before they are terminated.
+            self.close(grace=1.0 if isinstance(exc, KeyboardInterrupt) else 5.0)
             raise
 
     def _attach(self) -> None:
@@ -172,7 +175,7 @@ class SubprocVecEnv(VecEnv):
             w, (kind, msg, tb) = error
             if kind == "ConfigError":
                 raise ConfigError(msg)
-            raise EnvWorkerError(f"env worker {w} (copies {self.slices[w]}) raised {kind}: {msg}\n"
+            raise EnvWorkerError(f"env worker {w} ({self._copies(w)}) raised {kind}: {msg}\n"
                                  f"--- worker traceback ---\n{tb}")
         return replies
 
@@ -180,10 +183,15 @@ class SubprocVecEnv(VecEnv):
         self._send(cmd, per_worker if per_worker is not None else [arg] * len(self.conns))
         return self._gather()
 
+    def _copies(self, w: int) -> str:
+        """The copies of worker w for a message: 'copies [0, 1]', or 'copies 0-49999' rather than 50,000 numbers."""
+        idx = self.slices[w]
+        return f"copies {idx}" if len(idx) <= 8 else f"copies {idx[0]}-{idx[-1]}"
+
     def _died(self, w: int) -> EnvWorkerError:
         p = self.procs[w]
         p.join(timeout=1.0)
-        return EnvWorkerError(f"env worker {w} (pid {p.pid}, copies {self.slices[w]}) died "
+        return EnvWorkerError(f"env worker {w} (pid {p.pid}, {self._copies(w)}) died "
                               f"(exit code {p.exitcode})")
 
     # -- VecEnv --------------------------------------------------------------------------------
@@ -220,16 +228,22 @@ class SubprocVecEnv(VecEnv):
         state = state or [None] * self.n_envs
         self._call("set_rng", per_worker=[[state[i] for i in idx] for idx in self.slices])
 
-    def close(self) -> None:
+    def close(self, grace: float = 5.0) -> None:
+        """Ask every worker to close its copies; those still running after ``grace`` seconds (in all,
+        not per worker) are terminated, and killed 2 s later."""
         conns, procs, self.conns, self.procs = self.conns, self.procs, [], []
         for conn in conns:
             with contextlib.suppress(BrokenPipeError, OSError):
                 _worker.send(conn, ("close", None))
+        deadline = time.monotonic() + grace
         for p in procs:
-            p.join(timeout=5.0)
-            if p.is_alive():
-                p.terminate()
-                p.join(timeout=2.0)
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+        alive = [p for p in procs if p.is_alive()]
+        for p in alive:
+            p.terminate()
+        deadline = time.monotonic() + 2.0
+        for p in alive:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
             if p.is_alive():
                 p.kill()
                 p.join()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -10,10 +11,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from envs.adapter import make_copy
 from envs.base import EnvSpec, VecEnv
 from runner import registry
-from runner.buffers.episode import base_scheme
+from runner.buffers.episode import FieldSpec, base_scheme
+from runner.config import ConfigError
 from runner.logging.base import Loggers
+from runner.logging.console import console
 
 
 def typed(node: Any, reg: registry.Registry[Any], name: str | None = None) -> Any:
@@ -61,6 +65,120 @@ class Components:
         return self.runner.env
 
 
+# -- memory of the episode storage ------------------------------------------------------------------
+# Setups from these sizes up say what they are doing before they start (they take seconds to minutes);
+# smaller ones print nothing and cost nothing extra.
+MANY_COPIES = 1000  # env copies of a Python env: a line before creating them, and an early memory check
+MANY_BYTES = 1e9  # bytes of episode storage: a line before allocating it
+GB = 1e9
+
+
+def episode_bytes(scheme: dict[str, FieldSpec], max_t: int) -> int:
+    """Bytes of one stored episode: every field over max_t + 1 slots (episode_const fields once)."""
+    total = 0
+    for f in scheme.values():
+        size = math.prod(f.shape) * torch.empty((), dtype=f.dtype).element_size()
+        total += size if f.episode_const else size * (max_t + 1)
+    return total
+
+
+def available_memory(device: torch.device) -> tuple[int, str] | None:
+    """Bytes that can still be allocated on ``device`` and where that number comes from: CUDA's free
+    memory, or MemAvailable of /proc/meminfo for the CPU. None where it cannot be known (then no
+    memory check is made)."""
+    if device.type == "cuda":
+        try:
+            free, _total = torch.cuda.mem_get_info(device)
+        except (RuntimeError, AssertionError):
+            return None
+        return int(free), f"free on {device}"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@dataclass
+class StorageEstimate:
+    """Episode storage that a config allocates: the replay buffer and one rollout batch."""
+
+    buffer_episodes: int
+    buffer_device: torch.device
+    copies: int
+    device: torch.device
+    max_t: int
+    per_episode: int
+
+    @property
+    def buffer_bytes(self) -> int:
+        return self.buffer_episodes * self.per_episode
+
+    @property
+    def batch_bytes(self) -> int:
+        return self.copies * self.per_episode
+
+    def by_device(self) -> dict[torch.device, int]:
+        need: dict[torch.device, int] = {}
+        for dev, n in ((self.buffer_device, self.buffer_bytes), (self.device, self.batch_bytes)):
+            need[dev] = need.get(dev, 0) + n
+        return need
+
+
+def storage_estimate(cfg: DictConfig, scheme: dict[str, FieldSpec], spec: EnvSpec, copies: int,
+                     device: torch.device) -> StorageEstimate:
+    buf_device = device if cfg.buffer.get("device", "auto") == "auto" else torch.device("cpu")
+    return StorageEstimate(int(cfg.buffer.get("buffer_size", 0)), buf_device, copies, device, spec.episode_limit,
+                           episode_bytes(scheme, spec.episode_limit))
+
+
+def check_memory(cfg: DictConfig, est: StorageEstimate) -> None:
+    """Refuse (ConfigError, before anything is allocated and before any run exists) a replay buffer and
+    rollout batch that need more memory than their device has available. The env copies, the networks
+    and checkpoints come on top and are not counted: this catches what cannot fit at all."""
+    for dev, need in est.by_device().items():
+        avail = available_memory(dev)
+        if avail is None or need <= avail[0]:
+            continue
+        on_dev_buffer, on_dev_batch = est.buffer_device == dev, est.device == dev and est.copies > 1
+        keys, parts = [], []
+        if on_dev_buffer:
+            keys.append("buffer.buffer_size")
+            parts.append(f"the replay buffer needs about {est.buffer_bytes / GB:.2f} GB ({est.buffer_episodes:,} "
+                         f"episodes of {est.max_t + 1} steps x {est.per_episode // (est.max_t + 1):,} bytes)")
+        if on_dev_batch:  # the episode runner's batch of one episode is too small to name
+            keys.append("runner.n_envs")
+            parts.append(f"a rollout batch of runner.n_envs={est.copies} env copies {est.batch_bytes / GB:.2f} GB")
+        if "episode_limit" in cfg.env:
+            keys.append("env.episode_limit")
+        keys = keys or ["buffer.buffer_size"]
+        lead = f"buffer.buffer_size={est.buffer_episodes}" if on_dev_buffer else f"runner.n_envs={est.copies}"
+        total = f": {need / GB:.2f} GB" if len(parts) > 1 else ""
+        lower = ", ".join(keys[:-1]) + f" or {keys[-1]}" if len(keys) > 1 else keys[0]
+        cpu_hint = " (or set buffer.device=cpu)" if dev.type == "cuda" and on_dev_buffer else ""
+        raise ConfigError(
+            f"{lead} is invalid: {' and '.join(parts)}{total}, more than the {avail[0] / GB:.2f} GB of memory "
+            f"available on {dev} ({avail[1]}). Lower {lower}{cpu_hint}"
+        )
+
+
+def say(line: str) -> None:
+    """One line on the console (stderr) about a long setup step, never wrapped."""
+    console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
+def _probe_spec(env_cls: Any, env_cfg: Any, seed: int) -> EnvSpec:
+    """The spec of copy 0, built in this process (only before creating many copies)."""
+    env = make_copy(env_cls, env_cfg, seed, 0)
+    try:
+        return env.spec
+    finally:
+        env.close()
+
+
 def build(cfg: DictConfig, device: torch.device) -> Components:
     """env -> controller -> learner -> buffer (scheme incl. the components' extra fields) -> runner."""
     env_cfg = typed(cfg.env, registry.ENVS)
@@ -69,6 +187,14 @@ def build(cfg: DictConfig, device: torch.device) -> Components:
     env_cls = registry.ENVS.get(env_cfg.name)
     runner_cfg = typed(cfg.runner, registry.RUNNERS)
     runner_cls = registry.RUNNERS.get(runner_cfg.name)
+    copies = runner_cls.copies(runner_cfg)
+    if copies >= MANY_COPIES and hasattr(env_cls, "make_single"):  # Python env copies: seconds to minutes
+        spec = _probe_spec(env_cls, env_cfg, cfg.seed)  # refuse what cannot fit before creating them
+        check_memory(cfg, storage_estimate(cfg, base_scheme(spec), spec, copies, device))
+        workers = runner_cls.workers(runner_cfg, copies)
+        where = f"{workers} worker process{'es' if workers != 1 else ''}" if workers else "this process"
+        say(f"creating {copies:,} env copies in {where} (every rollout, test phases included, steps all of them: "
+            f"up to {copies * spec.episode_limit:,} env steps each) ...")
     env = runner_cls.make_env(runner_cfg, env_cls, env_cfg, cfg.seed, device)
     try:
         return _build_on(cfg, env, runner_cls, device)
@@ -106,6 +232,12 @@ def _build_on(cfg: DictConfig, env: VecEnv, runner_cls: Any, device: torch.devic
 
     buf_cfg = typed(cfg.buffer, registry.BUFFERS)
     buf_device = device if buf_cfg.device == "auto" else torch.device("cpu")
+    est = storage_estimate(cfg, scheme, spec, env.n_envs, device)
+    check_memory(cfg, est)
+    if est.buffer_bytes + est.batch_bytes >= MANY_BYTES:
+        say(f"allocating the replay buffer: {est.buffer_episodes:,} episodes of up to {spec.episode_limit} steps, "
+            f"{est.buffer_bytes / GB:.2f} GB on {buf_device} (each rollout batch of {env.n_envs:,} copies: "
+            f"{est.batch_bytes / GB:.2f} GB on {device}) ...")
     buffer = registry.BUFFERS.get(buf_cfg.name)(buf_cfg, scheme, spec.episode_limit, buf_device)
     runner = runner_cls(env, scheme, controller, device, hooks)
     loggers = Loggers(

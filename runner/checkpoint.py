@@ -198,6 +198,30 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: d}
 
 
+_NO_DEFAULT = object()
+
+
+def _schema_default(key: str, current: dict[str, Any]) -> Any:
+    """The default of ``<group>.<field>`` in the schema of the group's chosen option (e.g. runner.n_envs
+    of 'episode': 1): what a checkpoint written before that field existed ran with."""
+    from dataclasses import MISSING, fields
+
+    from runner import registry
+
+    group, _, name = key.partition(".")
+    node = current.get(group)
+    reg = registry.ALL.get(group)
+    option = node.get("name") if isinstance(node, dict) else None
+    if reg is None or "." in name or option not in reg or reg.config_class(option) is None:
+        return _NO_DEFAULT
+    for f in fields(reg.config_class(option)):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            return f.default_factory() if f.default_factory is not MISSING else _NO_DEFAULT
+    return _NO_DEFAULT
+
+
 def check_resume_config(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
     """Fail if the config differs from the checkpoint's in a key that changes the experiment."""
     a, b = _flat(saved), _flat(current)
@@ -205,6 +229,8 @@ def check_resume_config(saved: dict[str, Any], current: dict[str, Any], ckpt: Pa
     for key in sorted(set(a) | set(b)):
         if key.split(".")[0] in RESUME_MAY_DIFFER:
             continue
+        if key not in a and key in b and b[key] == _schema_default(key, current):
+            continue  # a field added to its schema since the checkpoint was written, at its default
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
             diffs.append(f"{key}: {a.get(key, '<unset>')!r} in the checkpoint, {b.get(key, '<unset>')!r} now")
     if diffs:

@@ -27,6 +27,7 @@ from runner.config import validate
 from runner.learners.base import NonFiniteLossError
 from runner.logging.base import RunInfo
 from runner.logging.console import ProgressDisplay, console, q_table, summary_table
+from runner.runners.parallel import RolloutAborted
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -66,6 +67,7 @@ class StopRequest:
     launcher forwards it to jobs that got it from the terminal too) and is ignored."""
 
     DEBOUNCE_S = 1.0
+    ABANDON_AFTER_S = 10.0  # a rollout still running this long after the stop request is abandoned
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -80,6 +82,11 @@ class StopRequest:
         self.signum = signum if signum is not None else signal.SIGINT
         self._at = time.monotonic()
         console.print("[yellow]stop requested: saving a checkpoint after this iteration (signal again to abort)")
+
+    def abandon_rollout(self) -> bool:
+        """Asked by the runner before every env step: True once a stop request has waited
+        ABANDON_AFTER_S for the rollout in progress (with a huge runner.n_envs one takes minutes)."""
+        return self.signum is not None and time.monotonic() - self._at >= self.ABANDON_AFTER_S
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -216,9 +223,15 @@ class Experiment:
                 if self.stop.signum is not None:
                     s.wall_time += time.monotonic() - t0
                     return False
-                if s.last_test_t < 0 or s.t_env - s.last_test_t >= cfg.test_interval:
-                    self.test_phase()
-                self.train_iteration()
+                try:
+                    if s.last_test_t < 0 or s.t_env - s.last_test_t >= cfg.test_interval:
+                        self.test_phase()
+                    self.train_iteration()
+                except RolloutAborted as exc:  # a stop request that a long rollout kept waiting
+                    console.print(f"[yellow]{exc}: its episodes are not stored (the env copies and RNGs moved on, so a "
+                                  "resume from the checkpoint is not bit-identical to an uninterrupted run)", soft_wrap=True)
+                    s.wall_time += time.monotonic() - t0
+                    return False
                 now = time.monotonic()
                 if (cfg.save_interval and s.t_env - s.last_save_t >= cfg.save_interval) or (
                     cfg.save_interval_s and now - self.saved_at >= cfg.save_interval_s
@@ -230,7 +243,11 @@ class Experiment:
                 bar.update(s.t_env, s.episode, s.latest.get("return_mean"), s.latest.get("test_return_mean"))
             s.wall_time += time.monotonic() - t0
         if s.last_test_t != s.t_env:
-            self.test_phase()
+            try:
+                self.test_phase()
+            except RolloutAborted as exc:
+                console.print(f"[yellow]{exc}: the final test phase is not logged", soft_wrap=True)
+                return False
         self.log_train()
         return True
 
@@ -364,6 +381,7 @@ def _run_owned(cfg: DictConfig, resolved: dict[str, Any], device: torch.device, 
             raise checkpoint.CheckpointError(f"checkpoint {ckpt_path} does not fit this config: {exc}") from None
 
     stop = StopRequest()
+    comps.runner.should_abort = stop.abandon_rollout
     exp = Experiment(cfg, comps, run_dir, stop)
     mode = "evaluate" if cfg.evaluate else "train"
     info = run_info(cfg, resolved, run_dir, hydra_dir, list(overrides), mode, name_suffix)
@@ -445,7 +463,12 @@ def _train(exp: Experiment) -> RunResult:
 
 def _evaluate(exp: Experiment, ckpt_path: Path | None) -> RunResult:
     c, s = exp.c, exp.state
-    stats = exp.test_phase()
+    try:
+        stats = exp.test_phase()
+    except RolloutAborted as exc:  # Ctrl-C during a long evaluation
+        console.print(f"[yellow]{exc}: evaluation stopped", soft_wrap=True)
+        c.loggers.finish("KILLED", f"stopped by signal {exp.stop.signum} during the evaluation")
+        return RunResult("KILLED", s.t_env, {}, ckpt_path, [], exp.run_dir, EXIT_CODES.get(exp.stop.signum, 130))
     tables = exp.q_tables()
     if tables:
         f = exp.run_dir / "artifacts" / "q_tables.json"

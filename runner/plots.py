@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m runner.plots RUN_ID --metric travel_time_machines_mean --metric travel_time_humans_mean
     --out fig.png``: metrics of MLflow runs against t_env, one line per run and metric."""
     import argparse
+    import sys
 
-    from runner.tracking import client_for, default_tracking_uri
+    from runner.config import ConfigError
+    from runner.tracking import default_tracking_uri, open_existing
 
     ap = argparse.ArgumentParser(prog="python -m runner.plots", description=main.__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="MLflow run ids")
@@ -51,7 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ylabel", default="")
     ap.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI or outputs/mlflow.db")
     args = ap.parse_args(argv)
-    client = client_for(args.tracking_uri or default_tracking_uri())
+    try:  # a mistyped path must not create an empty store
+        client = open_existing(args.tracking_uri or default_tracking_uri())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     series = {}
     for run_id in args.runs:
         run = client.get_run(run_id)

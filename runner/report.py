@@ -12,8 +12,10 @@ Selection: the runs of the experiment (with ``--parent``: only the children of t
 (``mode=evaluate``) are left out, and so are runs that never logged the metric.
 
 Runs are grouped per env (tag ``env``) and, within an env, per algo (the tag ``--group-by``); the
-runs of a group are its seeds. Written to ``--out`` (default ``outputs/report``, with ``--parent``
-``outputs/report/<parent id>``):
+runs of a group are its seeds. Runs of a group that repeat a seed (tag ``seed``) are not independent
+samples: of each seed only the latest run (by start time) enters the statistics, and the report and
+a warning line name the runs left out (runs without a seed tag are all kept). Written to ``--out``
+(default ``outputs/report``, with ``--parent`` ``outputs/report/<parent id>``):
 
 * ``<env>.png``: mean learning curve of each group with a 95% bootstrap confidence band of the mean;
 * ``report.md``, ``report.html`` (self-contained: figures embedded as base64 PNG), ``report.json``
@@ -21,10 +23,11 @@ runs of a group are its seeds. Written to ``--out`` (default ``outputs/report``,
   IQM of the final values, a 95% bootstrap CI of the mean, and the median steps to a threshold.
 
 With ``--parent`` the same files are also logged as artifacts of the parent run under ``report/``.
-Statistics (all deterministic):
+Statistics (all deterministic; repeated seeds: see :func:`one_run_per_seed`):
 
 * final value of a run: the value logged at its last step (the latest one when a step was logged twice);
-* IQM: see :func:`iqm`; CI: see :func:`bootstrap_ci` (percentile bootstrap, 2000 resamples, seed 0);
+* IQM: see :func:`iqm`; CI: see :func:`bootstrap_ci` (percentile bootstrap, 2000 resamples, seed 0),
+  over the distinct seeds of a group (none with a single seed);
 * curves: see :func:`align_curves`;
 * steps to threshold: see :func:`steps_to_threshold` and :func:`median_steps`; the threshold of an
   env is ``--threshold ENV=VALUE``, else 90% of the best final mean among the env's groups (for a
@@ -75,6 +78,7 @@ class RunSeries:
     group: str
     seed: str
     points: Points
+    start_time: int = 0  # ms since the epoch (MLflow's); which run of a repeated seed is the latest
 
 
 # --- statistics (pure) ------------------------------------------------------------------------------------
@@ -94,6 +98,42 @@ def history_points(history: Sequence[Any]) -> Points:
 def final_value(points: Points) -> float:
     """The value at the run's last logged step."""
     return points[-1][1]
+
+
+def one_run_per_seed(series: Sequence[RunSeries]) -> tuple[list[RunSeries], list[dict[str, Any]]]:
+    """Runs of one env and group that share a seed are repeats of the same experiment, not independent
+    samples: only the latest of them (largest start time; on a tie, the last given) is kept for the
+    statistics. Runs without a seed tag (``?``) are all kept. Returns the kept runs (in the given order)
+    and, per repeated seed, ``{env, group, seed, runs, kept: {run_id, run_name}, left_out: [...]}``."""
+    by_key: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for i, s in enumerate(series):
+        if s.seed != "?":
+            by_key[(s.env, s.group, s.seed)].append(i)
+    dropped: set[int] = set()
+    repeats = []
+    for (env, group, seed), idx in by_key.items():
+        if len(idx) < 2:
+            continue
+        keep = max(idx, key=lambda i: (series[i].start_time, i))
+        left = [i for i in idx if i != keep]
+        dropped.update(left)
+        repeats.append({
+            "env": env, "group": group, "seed": seed, "runs": len(idx),
+            "kept": {"run_id": series[keep].run_id, "run_name": series[keep].run_name},
+            "left_out": [{"run_id": series[i].run_id, "run_name": series[i].run_name} for i in left],
+        })
+    repeats.sort(key=lambda r: (r["env"], r["group"], r["seed"]))
+    return [s for i, s in enumerate(series) if i not in dropped], repeats
+
+
+def repeat_line(r: dict[str, Any]) -> str:
+    """One line about a repeated seed (the report's notes and the CLI's warning)."""
+    def name(run: dict[str, str]) -> str:
+        return f"{run['run_name'] or '?'} ({run['run_id'][:8]})"
+
+    return (f"{r['group']} on {r['env']}: {r['runs']} runs with seed {r['seed']} are not independent samples; "
+            f"only the latest, {name(r['kept'])}, enters the statistics; left out: "
+            + ", ".join(name(x) for x in r["left_out"]))
 
 
 def iqm(values: Sequence[float]) -> float:
@@ -193,7 +233,7 @@ def summarize_group(runs: Sequence[RunSeries], threshold: float) -> dict[str, An
     """The numbers of one group of runs (one algo in one env)."""
     finals = [final_value(r.points) for r in runs]
     steps = [steps_to_threshold(r.points, threshold) for r in runs]
-    lo, hi = bootstrap_ci(finals)
+    ci95 = list(bootstrap_ci(finals)) if len(runs) > 1 else None  # no interval from one seed
     grid, matrix = align_curves([r.points for r in runs])
     curve: dict[str, list[Any]] = {"steps": grid, "mean": [], "ci_low": [], "ci_high": []}
     if grid:
@@ -214,7 +254,7 @@ def summarize_group(runs: Sequence[RunSeries], threshold: float) -> dict[str, An
         ],
         "final_mean": float(np.mean(finals)),
         "iqm": iqm(finals),
-        "ci95": [lo, hi],
+        "ci95": ci95,
         "final_steps": [min(r.points[-1][0] for r in runs), max(r.points[-1][0] for r in runs)],
         "reached": sum(s is not None for s in steps),
         "median_steps_to_threshold": _none_if_inf(median_steps(steps)),
@@ -229,7 +269,10 @@ def build_report(
     group_by: str = "algo",
     title: str | None = None,
 ) -> dict[str, Any]:
-    """All numbers of the report (JSON-able): per env, its threshold and a summary per group."""
+    """All numbers of the report (JSON-able): per env, its threshold and a summary per group. Of a seed
+    that a group has more than once, only the latest run counts (:func:`one_run_per_seed`)."""
+    given = len(series)
+    series, repeats = one_run_per_seed(series)
     by_env: dict[str, dict[str, list[RunSeries]]] = defaultdict(lambda: defaultdict(list))
     for s in series:
         by_env[s.env][s.group].append(s)
@@ -249,11 +292,18 @@ def build_report(
             "figure": figure_name(env),
             "groups": {g: summarize_group(groups[g], threshold) for g in sorted(groups)},
         }
+        for r in repeats:
+            if r["env"] == env:
+                envs[env]["groups"][r["group"]]["repeated_runs"] = (
+                    envs[env]["groups"][r["group"]].get("repeated_runs", 0) + len(r["left_out"])
+                )
     return {
         "title": title or f"{metric} report",
         "metric": metric,
         "group_by": group_by,
-        "runs": len(series),
+        "runs": given,
+        "runs_used": len(series),
+        "repeated_seeds": repeats,
         "bootstrap": {"resamples": N_BOOT, "seed": SEED, "level": LEVEL, "method": "percentile"},
         "unused_thresholds": sorted(set(thresholds) - set(envs)),
         "envs": envs,
@@ -293,15 +343,15 @@ def table_rows(env_data: dict[str, Any], group_by: str) -> tuple[list[str], list
     ]
     rows = []
     for g, d in env_data["groups"].items():
-        lo, hi = d["ci95"]
         a, b = d["final_steps"]
+        repeated = d.get("repeated_runs", 0)
         rows.append(
             [
                 g,
-                str(d["seeds"]),
+                f"{d['seeds']} ({d['seeds'] + repeated} runs)" if repeated else str(d["seeds"]),
                 fmt(d["final_mean"]),
                 fmt(d["iqm"]),
-                f"[{fmt(lo)}, {fmt(hi)}]",
+                "-" if d["ci95"] is None else f"[{fmt(d['ci95'][0])}, {fmt(d['ci95'][1])}]",
                 fmt_steps(d["median_steps_to_threshold"]),
                 f"{d['reached']}/{d['seeds']}",
                 f"{a:,}" if a == b else f"{a:,}-{b:,}",
@@ -319,22 +369,33 @@ def notes(data: dict[str, Any]) -> str:
     return (
         f"Final value: the value at a run's last logged step. IQM: mean of the sorted final values "
         f"without floor(n/4) from each end. CI: {b['level']:.0%} percentile bootstrap of the mean "
-        f"({b['resamples']} resamples, seed {b['seed']}). Steps to threshold: the first logged t_env "
-        f"with a value >= the threshold; the median is over all seeds (unreached = infinity, '-')."
+        f"({b['resamples']} resamples, seed {b['seed']}) over a group's seeds ('-' with one seed). Seeds: "
+        f"distinct seeds; of a seed run more than once only the latest run counts. Steps to threshold: the "
+        f"first logged t_env with a value >= the threshold; the median is over all seeds (unreached = "
+        f"infinity, '-')."
     )
+
+
+def runs_line(data: dict[str, Any]) -> str:
+    line = f"{data['runs']} runs"
+    left = data["runs"] - data.get("runs_used", data["runs"])
+    if left:
+        line += f" ({left} of them repeat a seed of their group and are left out of the statistics)"
+    return line
 
 
 def render_markdown(data: dict[str, Any]) -> str:
     out = [
         f"# {data['title']}",
         "",
-        f"Metric `{data['metric']}`, {data['runs']} runs, grouped by `{data['group_by']}`.",
+        f"Metric `{data['metric']}`, {runs_line(data)}, grouped by `{data['group_by']}`.",
         "",
         notes(data),
         "",
     ]
     for env, d in data["envs"].items():
         header, rows = table_rows(d, data["group_by"])
+        repeats = [f"- {repeat_line(r)}" for r in data.get("repeated_seeds", []) if r["env"] == env]
         out += [
             f"## {env}",
             "",
@@ -347,6 +408,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         ]
         out += ["| " + " | ".join(r) + " |" for r in rows]
         out.append("")
+        if repeats:
+            out += ["Repeated seeds:", "", *repeats, ""]
     return "\n".join(out)
 
 
@@ -361,7 +424,7 @@ def render_html(data: dict[str, Any], out_dir: Path) -> str:
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(data['title'])}</title>"
         f"<style>{HTML_STYLE}</style></head><body>",
         f"<h1>{e(data['title'])}</h1>",
-        f"<p>Metric <code>{e(data['metric'])}</code>, {data['runs']} runs, grouped by "
+        f"<p>Metric <code>{e(data['metric'])}</code>, {e(runs_line(data))}, grouped by "
         f"<code>{e(data['group_by'])}</code>.</p>",
         f"<p class='note'>{e(notes(data))}</p>",
     ]
@@ -375,6 +438,10 @@ def render_html(data: dict[str, Any], out_dir: Path) -> str:
         out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
         out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
         out.append("</table>")
+        repeats = [repeat_line(r) for r in data.get("repeated_seeds", []) if r["env"] == env]
+        if repeats:
+            out.append("<p class='note'>Repeated seeds:</p><ul class='note'>"
+                       + "".join(f"<li>{e(x)}</li>" for x in repeats) + "</ul>")
     out.append("</body></html>")
     return "\n".join(out)
 
@@ -509,6 +576,7 @@ def fetch_series(client: Any, runs: Sequence[Any], metric: str, group_by: str = 
                     tags.get(group_by, "?"),
                     tags.get("seed", "?"),
                     points,
+                    int(r.info.start_time or 0),
                 )
             )
     return out
@@ -543,6 +611,7 @@ def write_report(
         raise ReportError(f"none of the {len(runs)} selected runs logged the metric {metric!r}")
     data = build_report(series, metric, thresholds, group_by, title)
     data["skipped_runs"] = sorted({r.info.run_id for r in runs} - {s.run_id for s in series})
+    series = one_run_per_seed(series)[0]  # the benchmark table counts seeds too
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     all_groups = sorted({g for d in data["envs"].values() for g in d["groups"]})
@@ -605,6 +674,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--group-by", default="algo", help="tag that names the lines of a plot and rows of a table"
     )
     p.add_argument("--title", help="report title")
+    p.add_argument("--tracking-uri", help="the MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                   "sqlite:///outputs/mlflow.db); a SQLite file that does not exist is refused")
     p.add_argument(
         "--published",
         help="also put the runs beside a paper's published numbers (runner/benchmarks/<NAME>.yaml, "
@@ -615,11 +686,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from mlflow.tracking import MlflowClient
+    from runner.config import ConfigError
+    from runner.tracking import default_tracking_uri, open_existing
 
-    from runner.tracking import default_tracking_uri
-
-    client = MlflowClient(tracking_uri=default_tracking_uri())
+    try:  # a mistyped path must not create an empty store
+        client = open_existing(args.tracking_uri or default_tracking_uri())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = args.out or Path("outputs") / "report" / (args.parent or "")
     title = args.title or (
         f"Sweep {args.parent}: {args.metric}"
@@ -649,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
             f"warning: {len(data['skipped_runs'])} runs never logged {args.metric!r}; left out",
             file=sys.stderr,
         )
+    for r in data["repeated_seeds"]:
+        print(f"warning: {repeat_line(r)}", file=sys.stderr)
     if args.parent:
         log_report(client, args.parent, out)
     print(

@@ -5,13 +5,19 @@ metric at given t_env steps (the last value logged at or before each step), acro
 
     python -m runner.stats --experiment mstep-paper --metric test_return_mean --at 50000 100000
 
-prints a markdown table. Reads the store of $MLFLOW_TRACKING_URI (default outputs/mlflow.db).
+prints a markdown table. Reads the store of ``--tracking-uri`` (default $MLFLOW_TRACKING_URI, else
+outputs/mlflow.db); a SQLite file that does not exist is refused (exit code 2), not created.
+
+Runs of a group that share an env and a seed (tags ``env``, ``seed``) are repeats, not independent
+samples: only the latest of them (by start time) is counted, the ``seeds`` column counts distinct
+seeds ("1 (3 runs)"), and a warning line on stderr names the runs left out.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from collections import defaultdict
 from typing import Any
 
@@ -29,6 +35,31 @@ def quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q1, med, q3
 
 
+def latest_per_seed(runs: list[Any], group: str, group_by: str) -> tuple[list[Any], int]:
+    """Of the runs that share an env and a seed, the latest (by start time); runs without a seed tag
+    are all kept. Prints a warning line per repeated seed. Returns the kept runs and how many were
+    left out."""
+    by_key: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    kept = []
+    for r in runs:
+        seed = r.data.tags.get("seed")
+        if seed is None:
+            kept.append(r)
+        else:
+            by_key[(r.data.tags.get("env", "?"), seed)].append(r)
+    left_out = 0
+    for (env, seed), rs in sorted(by_key.items()):
+        rs = sorted(rs, key=lambda r: r.info.start_time or 0)
+        kept.append(rs[-1])
+        if len(rs) > 1:
+            left_out += len(rs) - 1
+            names = ", ".join(f"{r.info.run_name} ({r.info.run_id[:8]})" for r in rs[:-1])
+            print(f"warning: {group_by}={group} on {env}: {len(rs)} runs with seed {seed} are not independent "
+                  f"samples; only the latest, {rs[-1].info.run_name} ({rs[-1].info.run_id[:8]}), is counted; "
+                  f"left out: {names}", file=sys.stderr)
+    return kept, left_out
+
+
 def table(client: Any, experiment: str, metric: str, steps: list[int], group_by: str, status: str) -> str:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -37,6 +68,10 @@ def table(client: Any, experiment: str, metric: str, steps: list[int], group_by:
     groups: dict[str, list[Any]] = defaultdict(list)
     for r in runs:
         groups[r.data.tags.get(group_by, "?")].append(r)
+    repeated: dict[str, int] = {}
+    for name in list(groups):
+        groups[name], left_out = latest_per_seed(groups[name], name, group_by)
+        repeated[name] = left_out
     lines = [
         f"| {group_by} | seeds | " + " | ".join(f"{metric} at {s:,}: median [IQR] (mean)" for s in steps) + " | wall time per run (s) |",
         "|---|---:|" + "---|" * len(steps) + "---:|",
@@ -52,7 +87,9 @@ def table(client: Any, experiment: str, metric: str, steps: list[int], group_by:
                 cells.append("-")
         walls = [(r.info.end_time - r.info.start_time) / 1000 for r in groups[name] if r.info.end_time]
         wall = f"{statistics.median(walls):.0f}" if walls else "-"
-        lines.append(f"| {name} | {len(groups[name])} | " + " | ".join(cells) + f" | {wall} |")
+        n = len(groups[name])
+        seeds = f"{n} ({n + repeated[name]} runs)" if repeated[name] else str(n)
+        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + f" | {wall} |")
     return "\n".join(lines)
 
 
@@ -63,12 +100,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--at", type=int, nargs="+", required=True, help="t_env steps")
     p.add_argument("--group-by", default="algo", help="tag to group runs by")
     p.add_argument("--status", default="FINISHED", help="only runs with this status")
+    p.add_argument("--tracking-uri", help="the MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                   "sqlite:///outputs/mlflow.db)")
     args = p.parse_args(argv)
-    from mlflow.tracking import MlflowClient
+    from runner.config import ConfigError
+    from runner.tracking import default_tracking_uri, open_existing
 
-    from runner.tracking import default_tracking_uri
-
-    print(table(MlflowClient(default_tracking_uri()), args.experiment, args.metric, args.at, args.group_by, args.status))
+    try:  # a mistyped path must not create an empty store
+        client = open_existing(args.tracking_uri or default_tracking_uri())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(table(client, args.experiment, args.metric, args.at, args.group_by, args.status))
 
 
 if __name__ == "__main__":

@@ -83,10 +83,8 @@ def check_writable_dir(d: str | os.PathLike[str]) -> Path:
     probe = d / f".write-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as exc:
-        if exc.filename == str(probe):  # name the directory, not our probe
-            exc.filename = str(d)
-        raise
+    except OSError as exc:  # name the directory, not our probe, and say what failed there
+        raise type(exc)(exc.errno, f"cannot create a file in it: {exc.strerror}", str(d)) from None
     try:
         try:
             os.write(fd, b"\0")

@@ -271,3 +271,98 @@ def test_stop_request_ignores_the_same_ctrl_c_twice_and_aborts_on_a_second_one(m
     clock[0] += 1.5  # the user presses Ctrl-C again
     with pytest.raises(KeyboardInterrupt):
         stop(_signal.SIGINT)
+
+
+# --- issue 14, item 7: long setups say what they do, and a Ctrl-C is not kept waiting -----------------------
+
+
+def test_a_rollout_is_abandoned_when_the_runner_is_asked_to() -> None:
+    from runner.runners.parallel import RolloutAborted
+
+    _, c = _components("runner=parallel", "runner.n_envs=4")
+    asked = []
+    c.runner.should_abort = lambda: asked.append(1) or len(asked) > 2  # False before reset and step 0, then True
+    with pytest.raises(RolloutAborted) as e:
+        c.runner.run(0)
+    assert str(e.value) == "rollout of 4 env copies abandoned at step 1 of at most 2"
+    c.runner.should_abort = lambda: True
+    with pytest.raises(RolloutAborted, match="^rollout of 4 env copies abandoned before it started$"):
+        c.runner.run(0)
+    c.runner.should_abort = None  # nothing is left half-done: the next rollout is whole
+    r = c.runner.run(0)
+    assert (r.lengths == 2).all() and r.steps == 8
+
+
+def test_small_setups_print_nothing_and_large_ones_say_what_they_allocate(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runner import build as build_mod
+
+    _components("runner=parallel", "runner.n_envs=8")
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(build_mod, "MANY_BYTES", 10_000)  # as if it were 1 GB
+    _components("runner=parallel", "runner.n_envs=8", "buffer.buffer_size=1000")
+    assert capsys.readouterr().err == (
+        "allocating the replay buffer: 1,000 episodes of up to 2 steps, 0.00 GB on cpu (each rollout batch of 8 "
+        "copies: 0.00 GB on cpu) ...\n"
+    )
+
+
+def test_many_python_env_copies_are_announced(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner import build as build_mod
+
+    monkeypatch.setattr(build_mod, "MANY_COPIES", 4)  # as if it were 1,000
+    # the two-step game through the PettingZoo adapter: a Python env, here with its copies in this process
+    cfg = compose("+algo=qmix", "+env=pettingzoo", "logger=[]", "env.factory={_target_: envs.pz_matrix.parallel_env, "
+                  "name: twostep}", "env.episode_limit=2", "runner=parallel", "runner.n_envs=4", "runner.n_workers=0")
+    comps = build(cfg, torch.device("cpu"))
+    comps.runner.close()
+    assert capsys.readouterr().err == (
+        "creating 4 env copies in this process (every rollout, test phases included, steps all of them: up to 8 env "
+        "steps each) ...\n"
+    )
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_env_copies_are_created_stops_at_once(tmp_path: Path, store_uri: str, store, exp_name: str) -> None:
+    """1,000 copies that take 20 ms each to build, in 2 worker processes (10 s): a Ctrl-C (SIGINT to the
+    process group, as a terminal sends it) 1 s after the announcement ends the process within seconds,
+    with one line, exit code 130, no MLflow run and no process left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, runs_of
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'fakes'}"}
+    args = ["+algo=qmix", "+env=pettingzoo", "env.factory={_target_: slow_env.parallel_env, build_seconds: 0.02}",
+            "env.episode_limit=2", "runner=parallel", "runner.n_envs=1000", "runner.n_workers=2", "buffer.buffer_size=1000",
+            f"logger.mlflow.experiment_name={exp_name}", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        first = proc.stderr.readline()
+        assert first.startswith("creating 1,000 env copies in 2 worker processes"), first
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        t0 = time.monotonic()
+        rest = proc.stderr.read()
+        proc.wait(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and rest.strip() == "interrupted", rest
+    assert took < 8.0, took
+    assert runs_of(store, exp_name) == []
+    deadline = time.monotonic() + 10  # the workers, the fork server, the resource tracker: none is left
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("processes of the run's process group are still alive 10 s after it ended")

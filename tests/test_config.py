@@ -262,3 +262,114 @@ def test_registry_lookup_names_the_options() -> None:
     with pytest.raises(KeyError) as e:
         registry.MIXERS.get("qmixx")
     assert str(e.value) == "unknown mixer 'qmixx'. Available mixers: none, qmix, vdn"
+
+
+# --- issue 14, item 7: clear refusals before any run exists ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("runner.n_envs=4", "runner.n_envs=4 is invalid: the episode runner (runner=episode, the default) steps one env "
+                            "copy; for 4 copies use runner=parallel runner.n_envs=4"),
+        ("runner.n_workers=2", "runner.n_workers=2 is invalid: the episode runner (runner=episode, the default) steps "
+                               "its one env copy in this process; for worker processes use runner=parallel "
+                               "runner.n_workers=2"),
+    ],
+)
+def test_parallel_keys_without_the_parallel_runner_say_how_to_get_it(
+    tmp_path: Path, store, exp_name: str, override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        train(tmp_path, *BASE, override, f"logger.mlflow.experiment_name={exp_name}")
+    assert str(e.value) == f"invalid config:\n  {message}"
+    assert runs_of(store, exp_name) == []
+    # the same keys at their only values (1 copy, in this process) are fine, and parallel takes them
+    assert compose(*BASE, "runner.n_envs=1", "runner.n_workers=0").runner.n_envs == 1
+    assert compose(*BASE, "runner=parallel", override).runner.name == "parallel"
+
+
+def test_n_envs_without_runner_parallel_on_the_cli(tmp_path: Path) -> None:
+    out = cli([*BASE, "runner.n_envs=4", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().endswith("for 4 copies use runner=parallel runner.n_envs=4")
+    assert "+runner.n_envs" not in out.stderr  # Hydra's misleading hint is gone
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "logger.mlflow.experiment_name='' is invalid: must be a non-empty name (the MLflow experiment the runs "
+             "are filed under; default 'hymarl')"),
+        ("'   '", "logger.mlflow.experiment_name='   ' is invalid: must be a non-empty name (the MLflow experiment the "
+                "runs are filed under; default 'hymarl')"),
+        ("x" * 501, f"logger.mlflow.experiment_name={'x' * 40!r}... is invalid: 501 characters, MLflow allows at most 500"),
+    ],
+)
+def test_invalid_mlflow_experiment_name_is_a_config_error(tmp_path: Path, store, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        train(tmp_path, *BASE, f"logger.mlflow.experiment_name={value}")
+    assert str(e.value) == f"invalid config:\n  {message}"
+
+
+def test_empty_mlflow_experiment_name_on_the_cli(tmp_path: Path, store_uri: str) -> None:
+    out = cli([*BASE, "logger.mlflow.experiment_name=", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+              store_uri=store_uri)
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "Error: invalid config:\n  logger.mlflow.experiment_name='' is invalid: must be a non-empty name (the MLflow "
+        "experiment the runs are filed under; default 'hymarl')"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_replay_buffer_that_cannot_fit_is_refused_before_it_is_allocated(
+    tmp_path: Path, store, exp_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runner import build
+
+    monkeypatch.setattr(build, "available_memory", lambda device: (2 * 10**9, "MemAvailable in /proc/meminfo"))
+    with pytest.raises(ConfigError) as e:  # 144 GB: torch would fail (or swap) if it were allocated
+        train(tmp_path, *BASE, "buffer.buffer_size=1000000000", f"logger.mlflow.experiment_name={exp_name}")
+    assert str(e.value) == (
+        "buffer.buffer_size=1000000000 is invalid: the replay buffer needs about 144.00 GB (1,000,000,000 episodes "
+        "of 3 steps x 48 bytes), more than the 2.00 GB of memory available on cpu (MemAvailable in /proc/meminfo). "
+        "Lower buffer.buffer_size"
+    )
+    assert runs_of(store, exp_name) == []
+
+
+def test_many_env_copies_that_cannot_fit_are_refused_before_they_are_created(
+    tmp_path: Path, store, exp_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from envs import vector
+    from runner import build
+
+    monkeypatch.setattr(build, "available_memory", lambda device: (10**9, "MemAvailable in /proc/meminfo"))
+    monkeypatch.setattr(vector.SubprocVecEnv, "__init__", lambda *a, **k: pytest.fail("env copies were created"))
+    with pytest.raises(ConfigError) as e:
+        train(tmp_path, "+algo=qmix", "+env=lbf", "runner=parallel", "runner.n_envs=2000", "buffer.buffer_size=100000",
+              f"logger.mlflow.experiment_name={exp_name}")
+    assert str(e.value) == (
+        "buffer.buffer_size=100000 is invalid: the replay buffer needs about 1.33 GB (100,000 episodes of 51 steps "
+        "x 260 bytes) and a rollout batch of runner.n_envs=2000 env copies 0.03 GB: 1.35 GB, more than the 1.00 GB "
+        "of memory available on cpu (MemAvailable in /proc/meminfo). Lower buffer.buffer_size, runner.n_envs or "
+        "env.episode_limit"
+    )
+    assert runs_of(store, exp_name) == []
+
+
+def test_available_memory_reads_memavailable() -> None:
+    import torch
+
+    from runner.build import available_memory
+
+    avail = available_memory(torch.device("cpu"))
+    if not Path("/proc/meminfo").is_file():
+        assert avail is None
+        return
+    kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+              if line.startswith("MemAvailable:"))
+    assert avail is not None and avail[1] == "MemAvailable in /proc/meminfo"
+    assert abs(avail[0] - kb * 1024) < 2**30  # read a moment apart

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,11 +48,12 @@ def make_run(
     parent: str | None = None,
     status: str = "FINISHED",
     metric: str = "test_return_mean",
+    start_time: int | None = None,
 ) -> str:
     tags = {"algo": algo, "env": env, "seed": seed, "mode": mode}
     if parent:
         tags["mlflow.parentRunId"] = parent
-    run_id = client.create_run(exp_id, tags=tags, run_name=f"{algo}-{env}-s{seed}").info.run_id
+    run_id = client.create_run(exp_id, tags=tags, run_name=f"{algo}-{env}-s{seed}", start_time=start_time).info.run_id
     metrics = [Metric(metric, float(v), 1_000 + i, s) for i, (s, v) in enumerate(zip(steps, values))]
     if metrics:
         client.log_batch(run_id, metrics=metrics, synchronous=True)
@@ -315,3 +317,117 @@ def test_plots_cli_draws_the_chosen_metrics_of_a_run(tmp_path: Path, store: Mlfl
                      "travel_time_humans_mean": [(0, 11.2), (50, 11.2), (100, 11.2)]}
     with pytest.raises(SystemExit, match=f"run {rid} \\(traffic\\) has no metric 'loss'"):
         plots.main([rid, "--metric", "loss", "--out", str(out)])
+
+
+# --- issue 14, item 7: repeated seeds, and a store that does not exist --------------------------------------
+
+
+def make_repeated_seed_runs(client: MlflowClient, exp_id: str) -> list[str]:
+    """qmix on "grid": three runs of seed 0 (finals 1, 2, 3; the last started latest) and seed 1 (final 5);
+    vdn: seeds 0 and 1 once each."""
+    ids = [make_run(client, exp_id, "qmix", "grid", "0", STEPS, [0, 0, 0, v], start_time=1_000 + i)
+           for i, v in enumerate([1, 2, 3])]
+    ids.append(make_run(client, exp_id, "qmix", "grid", "1", STEPS, [0, 0, 0, 5], start_time=1_010))
+    for seed in ("0", "1"):
+        make_run(client, exp_id, "vdn", "grid", seed, STEPS, [0, 0, 0, 4], start_time=1_020)
+    return ids
+
+
+def test_one_run_per_seed_keeps_the_latest_and_names_the_rest() -> None:
+    from runner.report import RunSeries, one_run_per_seed
+
+    def rs(run_id: str, group: str, seed: str, start: int, env: str = "grid") -> RunSeries:
+        return RunSeries(run_id, f"{group}-{env}-s{seed}", env, group, seed, [(0, 1.0)], start)
+
+    series = [rs("a", "qmix", "0", 30), rs("b", "qmix", "0", 10), rs("c", "qmix", "0", 20), rs("d", "qmix", "1", 5),
+              rs("e", "vdn", "0", 1), rs("f", "qmix", "0", 1, env="other"), rs("g", "qmix", "?", 1), rs("h", "qmix", "?", 2)]
+    kept, repeats = one_run_per_seed(series)
+    assert [s.run_id for s in kept] == ["a", "d", "e", "f", "g", "h"]  # other envs, groups, unknown seeds: separate
+    assert repeats == [{"env": "grid", "group": "qmix", "seed": "0", "runs": 3,
+                        "kept": {"run_id": "a", "run_name": "qmix-grid-s0"},
+                        "left_out": [{"run_id": "b", "run_name": "qmix-grid-s0"},
+                                     {"run_id": "c", "run_name": "qmix-grid-s0"}]}]
+    assert one_run_per_seed(kept) == (kept, [])
+
+
+def test_runs_that_repeat_a_seed_are_one_sample_and_are_named(store: MlflowClient, exp_name: str, tmp_path: Path) -> None:
+    exp_id = store.create_experiment(exp_name)
+    q0a, q0b, q0c, q1 = make_repeated_seed_runs(store, exp_id)
+    write_report(store, select_runs(store, exp_name), tmp_path)
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert (data["runs"], data["runs_used"]) == (6, 4)
+    q = data["envs"]["grid"]["groups"]["qmix"]
+    assert (q["seeds"], q["repeated_runs"]) == (2, 2)
+    assert sorted(r["run_id"] for r in q["runs"]) == sorted([q0c, q1])  # seed 0: only its latest run
+    assert (q["final_mean"], q["ci95"]) == (4.0, list(bootstrap_ci([3.0, 5.0])))
+    assert data["repeated_seeds"] == [{
+        "env": "grid", "group": "qmix", "seed": "0", "runs": 3,
+        "kept": {"run_id": q0c, "run_name": "qmix-grid-s0"},
+        "left_out": [{"run_id": q0a, "run_name": "qmix-grid-s0"}, {"run_id": q0b, "run_name": "qmix-grid-s0"}],
+    }]
+    v = data["envs"]["grid"]["groups"]["vdn"]
+    assert (v["seeds"], "repeated_runs" in v) == (2, False)
+    md = (tmp_path / "report.md").read_text()
+    assert "Metric `test_return_mean`, 6 runs (2 of them repeat a seed of their group and are left out of the statistics)" in md
+    assert "| qmix | 2 (4 runs) | 4 | 4 | [" in md and "| vdn | 2 | 4 | 4 | [4, 4] |" in md
+    assert (
+        f"- qmix on grid: 3 runs with seed 0 are not independent samples; only the latest, qmix-grid-s0 ({q0c[:8]}), "
+        f"enters the statistics; left out: qmix-grid-s0 ({q0a[:8]}), qmix-grid-s0 ({q0b[:8]})"
+    ) in md
+    assert "only the latest, qmix-grid-s0" in (tmp_path / "report.html").read_text()
+
+
+def test_runs_all_of_one_seed_give_one_seed_and_no_interval(
+    store: MlflowClient, store_uri: str, exp_name: str, tmp_path: Path
+) -> None:
+    """The issue's case: three runs, all seed 0, reported as "seeds 3" with a bootstrap CI over them."""
+    exp_id = store.create_experiment(exp_name)
+    ids = [make_run(store, exp_id, "qmix", "grid", "0", STEPS, [0, 0, 0, v], start_time=1_000 + i)
+           for i, v in enumerate([1, 2, 3])]
+    out = run_cli(["--experiment", exp_name, "--out", str(tmp_path / "rep")], tmp_path, store_uri)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == (
+        f"warning: qmix on grid: 3 runs with seed 0 are not independent samples; only the latest, qmix-grid-s0 "
+        f"({ids[2][:8]}), enters the statistics; left out: qmix-grid-s0 ({ids[0][:8]}), qmix-grid-s0 ({ids[1][:8]})"
+    )
+    q = json.loads((tmp_path / "rep" / "report.json").read_text())["envs"]["grid"]["groups"]["qmix"]
+    assert (q["seeds"], q["final_mean"], q["ci95"]) == (1, 3.0, None)
+    assert "| qmix | 1 (3 runs) | 3 | 3 | - |" in (tmp_path / "rep" / "report.md").read_text()
+    assert re.search(r"\n  qmix  1 \(3 runs\) +3 +3 +- +300 +1/1\n", out.stdout), out.stdout
+
+
+def test_stats_counts_distinct_seeds(store: MlflowClient, exp_name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from runner.stats import table
+
+    exp_id = store.create_experiment(exp_name)
+    q0a, q0b, q0c, _ = make_repeated_seed_runs(store, exp_id)
+    text = table(store, exp_name, "test_return_mean", [300], "algo", "FINISHED")
+    assert capsys.readouterr().err == (
+        f"warning: algo=qmix on grid: 3 runs with seed 0 are not independent samples; only the latest, qmix-grid-s0 "
+        f"({q0c[:8]}), is counted; left out: qmix-grid-s0 ({q0a[:8]}), qmix-grid-s0 ({q0b[:8]})\n"
+    )
+    rows = text.splitlines()[2:]
+    assert rows[0].startswith("| qmix | 2 (4 runs) | 4.00 [3.50, 4.50] (4.00) |")  # seeds 0 (latest: 3) and 1 (5)
+    assert rows[1].startswith("| vdn | 2 | 4.00 [4.00, 4.00] (4.00) |")
+
+
+def test_a_store_that_does_not_exist_is_refused_and_not_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runner import plots, stats
+
+    db = tmp_path / "typo" / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    msg = f"error: no MLflow store at {db} ({uri}): check the path, MLFLOW_TRACKING_URI or --tracking-uri"
+    out = run_cli([], tmp_path, uri)  # via MLFLOW_TRACKING_URI
+    assert (out.returncode, out.stderr.strip(), out.stdout) == (2, msg, "")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert report.main(["--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err.strip() == msg
+    with pytest.raises(SystemExit) as e:
+        stats.main(["--tracking-uri", uri, "--at", "100"])
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == msg
+    with pytest.raises(SystemExit) as e:
+        plots.main(["abc", "--metric", "loss", "--out", str(tmp_path / "f.png"), "--tracking-uri", uri])
+    assert e.value.code == 2 and capsys.readouterr().err.strip() == msg
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "outputs").exists() and not (tmp_path / "f.png").exists()

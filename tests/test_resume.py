@@ -18,7 +18,7 @@ from runner.checkpoint import CheckpointError
 from runner.experiment import run
 from runner.logging.base import Logger
 from runner.registry import LOGGERS
-from tests.conftest import compose, runs_of, train
+from tests.conftest import ROOT, compose, runs_of, train
 
 BASE = ["+algo=qmix", "+env=twostep", "runner=parallel", "runner.n_envs=4", "test_nepisodes=4",
         "t_max=1200", "test_interval=200", "log_interval=100", "learner.batch_size=8"]
@@ -159,3 +159,46 @@ def test_ctrl_c_on_the_cli_then_resume_with_the_checkpoint_config(tmp_path: Path
     assert len(steps) == len(set(steps)) and steps[-1] == stopped_at + 400
     arts = {a.path for a in store.list_artifacts(run_.info.run_id)}
     assert ".hydra" in arts and f".hydra-resume-{stopped_at}" in arts
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_long_rollout_is_honoured_before_it_ends(tmp_path: Path, store_uri: str, store, exp_name: str) -> None:
+    """A test phase of 128 episodes of a slow env (4 copies, 0.5 s per step: 32 s). A Ctrl-C 1 s into it
+    abandons the rollout once it has waited StopRequest.ABANDON_AFTER_S, checkpoints, and exits 130."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'fakes'}"}
+    stepped = tmp_path / "stepped"
+    args = ["+algo=qmix", "+env=pettingzoo",
+            f"env.factory={{_target_: slow_env.parallel_env, step_seconds: 0.5, stepped_file: '{stepped}'}}",
+            "env.episode_limit=2", "runner=parallel", "runner.n_envs=4", "runner.n_workers=0", "test_nepisodes=128",
+            "progress=false", f"logger.mlflow.experiment_name={exp_name}", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not stepped.exists() and time.monotonic() < deadline:  # the first test phase is under way
+            time.sleep(0.1)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out
+    out = " ".join(out.split())  # rich wraps long lines at 80 columns when not on a terminal
+    assert "rollout of 4 env copies abandoned" in out and "its episodes are not stored" in out
+    assert "stopped at t_env=0; checkpoint:" in out
+    (run_,) = runs_of(store, exp_name)
+    assert run_.info.status == "KILLED"
+    assert "test_return_mean" not in run_.data.metrics  # the first test phase never completed
+
+
+def test_a_checkpoint_from_before_a_schema_field_existed_still_resumes(tmp_path: Path) -> None:
+    """runner.n_envs/n_workers were added to the episode runner's schema: an older checkpoint lacks
+    them, and resuming it with their defaults is the same experiment; another value is not."""
+    from runner.checkpoint import check_resume_config
+
+    cfg = {"runner": {"name": "episode", "n_envs": 1, "n_workers": 0}, "seed": 0}
+    check_resume_config({**cfg, "runner": {"name": "episode"}}, cfg, Path("x.pt"))
+    with pytest.raises(CheckpointError, match="runner.n_envs: '<unset>' in the checkpoint, 2 now"):
+        check_resume_config({**cfg, "runner": {"name": "episode"}},
+                            {**cfg, "runner": {"name": "episode", "n_envs": 2, "n_workers": 0}}, Path("x.pt"))

@@ -205,7 +205,7 @@ def test_unwritable_sqlite_store_is_refused_in_one_line_before_any_run(tmp_path:
     res = cli(["+algo=qmix", "+env=twostep", "t_max=200"], cwd=tmp_path, store_uri="sqlite:////proc/mlflow.db", timeout=60)
     assert res.returncode == 2, res.stderr[-3000:]
     assert _lines(res.stderr) == [
-        "Error: cannot write the MLflow store sqlite:////proc/mlflow.db: /proc: [Errno 2] No such file or directory. "
+        "Error: cannot write the MLflow store sqlite:////proc/mlflow.db: /proc: [Errno 2] cannot create a file in it: No such file or directory. "
         "Fix that, or point MLFLOW_TRACKING_URI / logger.mlflow.tracking_uri to another store"
     ]
     runs = tmp_path / "outputs" / "runs"
@@ -219,7 +219,7 @@ def test_store_that_cannot_be_written_is_refused_and_no_database_is_created(
 ) -> None:
     if problem == "read-only":
         d, _ = read_only_dir("ro")
-        reason, fix = f"{d}: [Errno 30] Read-only file system", "Fix that"
+        reason, fix = f"{d}: [Errno 30] cannot create a file in it: Read-only file system", "Fix that"
     else:
         disk = small_disk("full", "1m")
         disk.fill()

@@ -290,6 +290,7 @@ def test_ctrl_c_in_a_joblib_sweep_checkpoints_the_running_jobs(tmp_path, store, 
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, out[-3000:]
     assert "[sweep] stopping: running jobs save a checkpoint, no new job starts" in out
+    assert "Traceback" not in out and "JobInterrupted" not in out  # a stop is not an error
     parent, children = parent_and_children(store, exp_name)
     assert [c.info.status for c in children] == ["KILLED", "KILLED"]
     assert parent.info.status == "KILLED"

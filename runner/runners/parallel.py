@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import multiprocessing as mp
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -52,6 +53,16 @@ class ParallelRunnerConfig:
 @dataclass
 class EpisodeRunnerConfig:
     name: str = MISSING
+    n_envs: int = 1
+    """Always 1: the episode runner steps one env copy (more copies: runner=parallel runner.n_envs=B)."""
+    n_workers: int = 0
+    """Always 0: the copy is stepped in this process (worker processes: runner=parallel)."""
+
+
+class RolloutAborted(Exception):
+    """A rollout abandoned part-way because ``should_abort`` said so (a stop request that the end of
+    a long rollout would keep waiting). Nothing of it is stored; the env copies are reset by the
+    next rollout."""
 
 
 @RUNNERS.register("parallel", config=ParallelRunnerConfig)
@@ -71,6 +82,9 @@ class ParallelRunner:
         self.controller = controller
         self.device = device
         self.hooks = list(hooks)
+        # Set by the experiment: checked before every step of a rollout; True abandons the rollout
+        # (raises RolloutAborted), e.g. once a Ctrl-C has waited long enough for a huge rollout.
+        self.should_abort: Callable[[], bool] | None = None
 
     @classmethod
     def make_env(cls, cfg: Any, env_cls: Any, env_cfg: Any, seed: int, device: torch.device) -> VecEnv:
@@ -111,6 +125,8 @@ class ParallelRunner:
     @torch.no_grad()
     def run(self, t_env: int, test_mode: bool = False) -> Rollout:
         env, B, T = self.env, self.n_envs, self.spec.episode_limit
+        if self.should_abort is not None and self.should_abort():
+            raise RolloutAborted(f"rollout of {B:,} env copies abandoned before it started")
         batch = EpisodeBatch.empty(self.scheme, B, T, self.device)
         ob = env.reset()
         self.controller.init_hidden(B)
@@ -121,6 +137,8 @@ class ParallelRunner:
         lengths = torch.zeros(B, dtype=torch.long, device=self.device)
         t = 0
         for t in range(T):  # noqa: B007 (t is used after the loop)
+            if self.should_abort is not None and self.should_abort():
+                raise RolloutAborted(f"rollout of {B:,} env copies abandoned at step {t} of at most {T}")
             batch.write(t, obs=ob.obs.to(self.device), state=ob.state.to(self.device), avail_actions=ob.avail_actions.to(self.device))
             actions = self.controller.select_actions(batch, t, t_env, test_mode)
             res = env.step(actions)
@@ -155,3 +173,18 @@ class EpisodeRunner(ParallelRunner):
     @staticmethod
     def workers(cfg: Any, n: int) -> int:
         return 0
+
+    @staticmethod
+    def check_config(cfg: Any) -> list[str]:
+        """``runner.n_envs``/``n_workers`` exist for the episode runner only to be refused with the
+        way to get them (Hydra's own error would suggest appending ``+runner.n_envs``)."""
+        errs = []
+        n, workers = cfg.runner.get("n_envs", 1), cfg.runner.get("n_workers", 0)
+        if n != 1:
+            errs.append(f"runner.n_envs={n} is invalid: the episode runner (runner=episode, the default) steps one "
+                        f"env copy; for {n} copies use runner=parallel runner.n_envs={n}")
+        if workers != 0:
+            errs.append(f"runner.n_workers={workers} is invalid: the episode runner (runner=episode, the default) "
+                        f"steps its one env copy in this process; for worker processes use runner=parallel "
+                        f"runner.n_workers={workers}")
+        return errs
