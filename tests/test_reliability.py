@@ -251,6 +251,23 @@ def both_jobs_checkpointed(sdir: Path) -> bool:
     return all(len(list((sdir / j / "checkpoints").glob("step_*.pt"))) >= 1 for j in ("0", "1"))
 
 
+def signal_the_launcher(tmp_path: Path, store_uri: str, sdir: Path, exp_name: str, sig: int) -> tuple[subprocess.Popen, str]:
+    """Start a 2-job joblib sweep, send ``sig`` to its launcher once both jobs have a checkpoint, and
+    wait until every process it started (loky workers, env processes, trackers) has ended."""
+    proc = start_sweep(tmp_path, store_uri, sdir, exp_name)
+    try:
+        wait_for(lambda: both_jobs_checkpointed(sdir), "both jobs' first checkpoint", proc=proc)
+        family = descendants(proc.pid)
+        assert family
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=180)
+        wait_for(lambda: not alive(family), "every process of the sweep to end", timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc, out
+
+
 def sweep_runs(client: MlflowClient, exp_name: str) -> tuple[object, list]:
     runs = runs_of(client, exp_name)
     (parent,) = [r for r in runs if r.data.tags.get("mode") == "sweep"]
@@ -260,17 +277,7 @@ def sweep_runs(client: MlflowClient, exp_name: str) -> tuple[object, list]:
 @pytest.mark.slow
 def test_a_hard_killed_sweep_leaves_no_process_and_its_rerun_doubles_nothing(tmp_path, store, store_uri, exp_name):
     sdir = tmp_path / "sweep"
-    proc = start_sweep(tmp_path, store_uri, sdir, exp_name)
-    try:
-        wait_for(lambda: both_jobs_checkpointed(sdir), "both jobs' first checkpoint", proc=proc)
-        family = descendants(proc.pid)  # loky workers, their env processes, trackers
-        assert family
-        proc.kill()  # SIGKILL: the launcher gets no chance to clean up
-        proc.communicate(timeout=60)
-        wait_for(lambda: not alive(family), "every process of the sweep to end", timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    signal_the_launcher(tmp_path, store_uri, sdir, exp_name, signal.SIGKILL)  # no chance to clean up
     for job in ("0", "1"):  # the jobs saw their launcher die and stopped with a checkpoint
         status = json.loads((sdir / job / "job_status.json").read_text())
         assert status["status"] == "KILLED" and status["error"].startswith("its launcher died; stopped at t_env=")
@@ -298,16 +305,7 @@ def test_a_hard_killed_sweep_leaves_no_process_and_its_rerun_doubles_nothing(tmp
 @pytest.mark.slow
 def test_sigterm_to_a_sweep_stops_its_jobs_with_checkpoints_and_closes_the_parent(tmp_path, store, store_uri, exp_name):
     sdir = tmp_path / "sweep"
-    proc = start_sweep(tmp_path, store_uri, sdir, exp_name)
-    try:
-        wait_for(lambda: both_jobs_checkpointed(sdir), "both jobs' first checkpoint", proc=proc)
-        family = descendants(proc.pid)
-        proc.terminate()
-        out, _ = proc.communicate(timeout=180)
-        wait_for(lambda: not alive(family), "every process of the sweep to end", timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, out = signal_the_launcher(tmp_path, store_uri, sdir, exp_name, signal.SIGTERM)
     assert proc.returncode == 143, out[-3000:]
     assert "[sweep] stopping: running jobs save a checkpoint, no new job starts (SIGTERM; again to abort)" in out
     assert "Traceback" not in out
