@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 VENV_RL := .venv-routerl
 STAMP_RL := $(VENV_RL)/.installed
+STAMP_DOCS := $(VENV)/.installed-docs
 PYTHON ?= python3
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-routerl run run-routerl test test-main test-routerl test-fast bench bench-routerl ui server report lint clean
+.PHONY: help install install-routerl run run-routerl test test-main test-routerl test-fast bench bench-routerl ui server report lint docs clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -52,7 +53,7 @@ test-fast: install ## the test suite without the slow tests
 	@$(PY) -m pytest -q -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-bench: install ## throughput benchmark -> outputs/bench/bench.{md,json}, table in README
+bench: install ## throughput benchmark -> outputs/bench/bench.{md,json}, table in docs/performance.md
 	$(PY) -m runner.bench
 
 bench-routerl: install-routerl ## seconds per simulated RouteRL day, TraCI vs libsumo
@@ -73,8 +74,19 @@ server: install ## MLflow tracking server on http://127.0.0.1:5000 (PORT=...), S
 report: install ## curves + stats tables of MLflow runs -> outputs/report/ (REPORT_ARGS="--parent ID ...")
 	$(PY) -m runner.report $(REPORT_ARGS)
 
-lint: install ## ruff
+lint: install ## ruff, import-linter (contracts in pyproject.toml), mypy
 	$(VENV)/bin/ruff check runner modules envs tests
+	$(VENV)/bin/lint-imports --no-cache --no-logo
+	$(VENV)/bin/mypy
+
+docs: $(STAMP_DOCS) ## the docs site (docs/, docs/mkdocs.yml) -> outputs/site/; strict: a broken link or anchor fails
+	@mkdir -p outputs
+	@printf 'INHERIT: ../docs/mkdocs.yml\ndocs_dir: ../docs\nsite_dir: site\n' > outputs/mkdocs.yml
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -f outputs/mkdocs.yml
+
+$(STAMP_DOCS): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e ".[docs]"
+	@touch $@
 
 clean: ## remove .venv and outputs (runs, MLflow store)
-	rm -rf $(VENV) $(VENV_RL) outputs/runs outputs/multirun outputs/mlflow.db outputs/mlflow.db.lock outputs/mlartifacts outputs/server outputs/sacred outputs/report
+	rm -rf $(VENV) $(VENV_RL) outputs/runs outputs/multirun outputs/mlflow.db outputs/mlflow.db.lock outputs/mlartifacts outputs/server outputs/sacred outputs/report outputs/site outputs/mkdocs.yml

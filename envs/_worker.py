@@ -99,6 +99,7 @@ def run_worker(conn: Any, factory: Callable[[int], Any], indices: list[int], env
         send(conn, ("ok", envs[0].spec))
         while True:
             msg = conn.recv_bytes()
+            arg: Any
             cmd, arg = ("step", None) if msg == STEP else ("reset", None) if msg == RESET else pickle.loads(msg)
             try:
                 if cmd == "attach":

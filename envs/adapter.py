@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from envs.base import EnvConfig, EnvSpec
-from runner.config import ConfigError, check_range
+from runner.errors import ConfigError, check_range
 
 
 @dataclass
@@ -339,8 +339,9 @@ class StandardEnv:
                 if info and "action_mask" in info:
                     mask = info["action_mask"]
             flat = np.asarray(o, dtype=np.float32).reshape(-1)
-            if self.obs_scale[i] is not None:
-                lo, inv = self.obs_scale[i]
+            scale = self.obs_scale[i]
+            if scale is not None:
+                lo, inv = scale
                 flat = (flat - lo) * inv
             obs_buf[i, :size] = flat
             if mask is None:

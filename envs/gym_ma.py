@@ -21,7 +21,7 @@ from omegaconf import MISSING
 
 from envs.adapter import AdapterConfig, AdapterEnv, check_adapter_config, declared_episode_limit
 from envs.pz import INSTALL_HINT, plain
-from runner.config import ConfigError
+from runner.errors import ConfigError
 from runner.registry import ENVS
 
 

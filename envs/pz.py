@@ -25,7 +25,7 @@ from omegaconf import MISSING, OmegaConf
 
 from envs.adapter import AdapterConfig, AdapterEnv, check_adapter_config
 from envs.aec import AEC_MODES, AECAsParallel, is_aec
-from runner.config import ConfigError
+from runner.errors import ConfigError
 from runner.registry import ENVS
 
 INSTALL_HINT = "install the env extras: pip install -e '.[envs]'"

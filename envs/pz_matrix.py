@@ -24,7 +24,9 @@ What the wrapper gives:
 - Every agent gets the team reward (a python float). Action masks (all ones in these games) are in
   ``infos[agent]["action_mask"]`` (``np.int8``). An episode is truncated after ``episode_limit`` steps,
   as hymarl's runner does (none of the matrix games gets that far without terminating).
-- The games are deterministic: ``reset(seed=...)`` accepts a seed, and every seed gives the same episode.
+- The games are deterministic: the same actions give the same episode whatever the seed.
+  ``reset(seed=...)`` seeds the action spaces (``action_space(agent).sample()``), as PettingZoo envs do,
+  so an episode of sampled actions is the same for equal seeds and differs between seeds.
 
 PettingZoo is an optional dependency, and hymarl's env registry imports every module of ``envs/`` at
 start-up. So this module does not import pettingzoo or gymnasium at import time: the class
@@ -74,6 +76,7 @@ def make_config(name: str, **kwargs: Any) -> EnvConfig:
     if name not in names:
         raise ValueError(f"unknown matrix game '{name}'. Available matrix games: {', '.join(names)}")
     cfg_cls = ENVS.config_class(name)
+    assert cfg_cls is not None  # every matrix game registers its config dataclass
     base_fields = {f.name for f in dataclasses.fields(EnvConfig)}
     options = [f.name for f in dataclasses.fields(cfg_cls) if f.name not in base_fields]
     unknown = sorted(set(kwargs) - set(options))
@@ -142,7 +145,11 @@ class _MatrixParallelEnvImpl:
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-        """Start an episode. The games are deterministic: ``seed`` changes nothing, ``options`` is unused."""
+        """Start an episode. The games are deterministic; ``seed`` seeds the action spaces (agent ``i``'s
+        with ``seed + i``), so that sampled actions repeat. ``options`` is unused."""
+        if seed is not None:
+            for i, agent in enumerate(self.possible_agents):
+                self.action_spaces[agent].seed(seed + i)
         self._ob = self.env.reset()
         self._t = 0
         self.agents = list(self.possible_agents)

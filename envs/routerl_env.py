@@ -42,13 +42,13 @@ from typing import Any
 import numpy as np
 
 from envs.adapter import AdapterConfig, AdapterEnv, StandardEnv, check_adapter_config
-from runner.config import ConfigError, check_range
+from runner.errors import ConfigError, check_range
 from runner.registry import ENVS
 
 INSTALL_HINT = (
     "RouteRL is not installed in this environment: it pins older pettingzoo/gymnasium than hymarl's "
     "env extra, so it lives in its own venv: `make install-routerl`, then run with .venv-routerl/bin/python "
-    "(README: Traffic route choice)"
+    "(docs/routerl.md)"
 )
 NETWORKS = ("two_route_yield", "nguyen", "cologne", "arterial", "csomor", "grid", "grid6", "ingolstadt", "ortuzar", "square")
 
@@ -237,7 +237,7 @@ class RouteRLDays:
         if self.days % 50 == 0:
             self._prune_records()
         done = dict.fromkeys(self.possible_agents, True)
-        infos = {a: {} for a in self.possible_agents}
+        infos: dict[str, dict[str, Any]] = {a: {} for a in self.possible_agents}
         self.agents = []
         return dict(self._obs), rewards, done, dict.fromkeys(self.possible_agents, False), infos
 

@@ -60,7 +60,7 @@ from omegaconf import MISSING
 
 from envs.adapter import AdapterConfig, AdapterEnv
 from envs.pz import plain
-from runner.config import ConfigError
+from runner.errors import ConfigError
 from runner.registry import ENVS
 
 INSTALL_HINT = (

@@ -29,7 +29,7 @@ import torch
 
 from envs import _worker
 from envs.base import EnvSpec, Observation, StepResult, VecEnv
-from runner.config import ConfigError
+from runner.errors import ConfigError
 
 
 class EnvWorkerError(RuntimeError):
@@ -114,13 +114,13 @@ class SubprocVecEnv(VecEnv):
     ) -> None:
         self.n_envs, self.device = n_envs, torch.device(device)
         n_workers = max(1, min(n_workers, n_envs))
-        ctx = mp.get_context(start_method)
+        ctx: Any = mp.get_context(start_method)  # typeshed's BaseContext lacks Process
         if start_method == "forkserver":
             ctx.set_forkserver_preload(["envs._worker", *preload])
         self.slices = [list(map(int, s)) for s in np.array_split(np.arange(n_envs), n_workers)]
         self.conns: list[Any] = []
         self.procs: list[Any] = []
-        self._mm = None
+        self._mm: Any = None  # the shared-memory mmap, once attached
         try:
             for w, idx in enumerate(self.slices):
                 parent, child = ctx.Pipe()
@@ -167,6 +167,7 @@ class SubprocVecEnv(VecEnv):
                 data = conn.recv_bytes()
             except (EOFError, OSError) as exc:
                 raise self._died(w) from exc
+            payload: Any
             status, payload = ("ok", None) if data == _worker.OK else pickle.loads(data)
             if status == "error" and error is None:
                 error = (w, payload)

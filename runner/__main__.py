@@ -7,18 +7,21 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner.checkpoint import CheckpointWriteError
-from runner.config import RESUME_MAY_DIFFER, ConfigError, check_required_groups, register_schemas
+from runner.config import RESUME_MAY_DIFFER, check_required_groups, register_schemas
+from runner.errors import ConfigError
 from runner.learners.base import NonFiniteLossError
+from runner.paths import conf_dir
 
 register_schemas()
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(conf_dir())  # <repo>/conf, or the installed hymarl_conf package (runner.paths)
 
 
 def _overridden_keys() -> set[str]:
@@ -100,7 +103,8 @@ def prepare_sweep_job(cfg: DictConfig, hc) -> tuple[DictConfig, dict | None]:
         return cfg, None
     prev = sweep.previous_job(job_dir)
     ckpt_path, data = checkpoint.load(job_dir)
-    checkpoint.check_resume_config(data["config"], OmegaConf.to_container(cfg, resolve=True), ckpt_path)
+    current = cast("dict[str, Any]", OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    checkpoint.check_resume_config(data["config"], current, ckpt_path)
     if prev and prev["status"] == "FINISHED" and data["loop"]["t_env"] >= cfg.t_max:
         print(f"[sweep] job {hc.job.num} finished in an earlier run of this sweep ({job_dir}): skipped")
         return cfg, prev

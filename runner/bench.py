@@ -1,7 +1,7 @@
 """Throughput benchmark of QMIX, on the two-step matrix game and on LBF: ``python -m runner.bench`` (``make bench``).
 
 Writes ``outputs/bench/bench.{md,json}`` and puts the table between the ``<!-- bench:start -->``
-and ``<!-- bench:end -->`` lines of README.md (when both exist; ``--no-readme`` skips it).
+and ``<!-- bench:end -->`` lines of docs/performance.md (when both exist; ``--no-docs`` skips it).
 
 Each config runs in its own subprocess (``--one NAME``), so that its peak RSS is its own:
 two-step with the episode runner (B=1) and the parallel runner (B=64, B=1024; natively batched),
@@ -290,18 +290,18 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(table: str, readme: Path = ROOT / "README.md") -> bool:
-    """Replace the lines between the bench markers; False (and no change) if they are missing."""
-    if not readme.is_file():
+def update_docs(table: str, page: Path = ROOT / "docs" / "performance.md") -> bool:
+    """Replace the lines between the bench markers of the page; False (and no change) if they are missing."""
+    if not page.is_file():
         return False
-    lines = readme.read_text().splitlines(keepends=True)
+    lines = page.read_text().splitlines(keepends=True)
     stripped = [ln.strip() for ln in lines]
     if MARK_START not in stripped or MARK_END not in stripped:
         return False
     i, j = stripped.index(MARK_START), stripped.index(MARK_END)
     if j < i:
         return False
-    readme.write_text("".join(lines[: i + 1]) + "\n" + table + "\n" + "".join(lines[j:]))
+    page.write_text("".join(lines[: i + 1]) + "\n" + table + "\n" + "".join(lines[j:]))
     return True
 
 
@@ -312,7 +312,10 @@ def main(argv: list[str] | None = None) -> None:
         "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default cpu (comparable numbers)"
     )
     ap.add_argument("--one", choices=list(CONFIGS), help=argparse.SUPPRESS)
-    ap.add_argument("--no-readme", action="store_true", help="do not update the table in README.md")
+    ap.add_argument(
+        "--no-docs", "--no-readme", dest="no_docs", action="store_true",
+        help="do not update the table in docs/performance.md",
+    )
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(bench_one(args.one, args.seconds, args.device)))
@@ -359,8 +362,8 @@ def main(argv: list[str] | None = None) -> None:
     (out / "bench.json").write_text(json.dumps(res, indent=1) + "\n")
     (out / "bench.md").write_text("# hymarl benchmark\n\n" + table)
     console.print(f"wrote {out / 'bench.md'} and {out / 'bench.json'}")
-    if not args.no_readme and update_readme(table):
-        console.print("updated the bench table in README.md")
+    if not args.no_docs and update_docs(table):
+        console.print("updated the bench table in docs/performance.md")
     print(table)
 
 

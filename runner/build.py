@@ -9,37 +9,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from envs.adapter import make_copy
 from envs.base import EnvSpec, VecEnv
 from runner import registry
 from runner.buffers.episode import FieldSpec, base_scheme
-from runner.config import ConfigError
+from runner.config import typed
+from runner.errors import ConfigError
 from runner.logging.base import Loggers
 from runner.logging.console import console
-
-
-def typed(node: Any, reg: registry.Registry[Any], name: str | None = None) -> Any:
-    """The node as an instance of the config dataclass its component registered.
-
-    Works for nodes Hydra typed at composition and for plain ones (a checkpoint's saved config).
-    Interpolations are resolved in the whole config first (e.g. controller.epsilon_anneal_time's
-    default reads env.epsilon_anneal_time), not in the group's node alone.
-    """
-    cls = reg.config_class(name or node["name"])
-    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    if cls is None:
-        return plain
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), plain))
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from runner.config import ConfigError
-
         raise ConfigError(f"device={name!r} is invalid: CUDA is not available on this machine (use device=cpu or auto)")
     return torch.device(name)
 
@@ -224,7 +209,8 @@ def _build_on(cfg: DictConfig, env: VecEnv, runner_cls: Any, device: torch.devic
 
     scheme = base_scheme(spec)
     hooks = []
-    for component in (controller, learner):
+    components: tuple[Any, ...] = (controller, learner)
+    for component in components:
         if hasattr(component, "extra_scheme"):
             scheme.update(component.extra_scheme())
         if hasattr(component, "on_episode_start"):

@@ -15,12 +15,13 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-from runner.config import RESUME_MAY_DIFFER, ConfigError
+from runner.config import RESUME_MAY_DIFFER
+from runner.errors import ConfigError
 
 FORMAT = "hymarl-checkpoint"
 VERSION = 1
@@ -162,7 +163,7 @@ def save(run_dir: Path, data: dict[str, Any], keep: int) -> Path:
 
 
 def rng_state(env_rng: Any) -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -212,9 +213,10 @@ def _schema_default(key: str, current: dict[str, Any]) -> Any:
     node = current.get(group)
     reg = registry.ALL.get(group)
     option = node.get("name") if isinstance(node, dict) else None
-    if reg is None or "." in name or option not in reg or reg.config_class(option) is None:
+    cfg_cls = reg.config_class(option) if reg is not None and isinstance(option, str) and option in reg else None
+    if cfg_cls is None or "." in name:
         return _NO_DEFAULT
-    for f in fields(reg.config_class(option)):
+    for f in fields(cfg_cls):
         if f.name == name:
             if f.default is not MISSING:
                 return f.default

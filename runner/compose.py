@@ -9,13 +9,12 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from runner.config import register_schemas
+from runner.paths import conf_dir
 
 
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     """E.g. compose_config(["+algo=qmix", "+env=twostep", "t_max=1000"])."""
-    from runner.__main__ import CONF_DIR
-
     register_schemas()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))

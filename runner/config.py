@@ -8,7 +8,6 @@ and runs before any MLflow run is created.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -17,11 +16,13 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from runner import registry
 
+# ConfigError and check_range live in the leaf module runner.errors; re-exported here.
+from runner.errors import ConfigError as ConfigError
+from runner.errors import check_range as check_range
+from runner.errors import fmt_value as _fmt
+from runner.errors import invalid
+
 REQUIRED_GROUPS = ("algo", "env")
-
-
-class ConfigError(ValueError):
-    """A config that cannot run. Raised before any run is created."""
 
 
 @dataclass
@@ -111,14 +112,10 @@ def register_schemas() -> None:
                 cs.store(group=f"schema/{kind}", name=name, node=cfg_cls)
 
 
-def _fmt(v: Any) -> str:
-    return repr(v) if isinstance(v, str) else str(v)
-
-
 def available_options(group: str) -> list[str]:
-    from pathlib import Path
+    from runner.paths import conf_dir
 
-    conf = Path(__file__).resolve().parent.parent / "conf" / group
+    conf = conf_dir() / group
     return sorted(p.stem for p in conf.glob("*.yaml"))
 
 
@@ -139,10 +136,10 @@ def validate(cfg: DictConfig) -> None:
 
     def need(cond: bool, key: str, value: Any, rule: str) -> None:
         if not cond:
-            errors.append(f"{key}={_fmt(value)} is invalid: {rule}")
+            errors.append(invalid(key, value, rule))
 
     known = {f.name for f in fields(Config)}
-    for key in cfg:
+    for key in map(str, cfg):
         if key not in known:
             errors.append(f"unknown top-level key '{key}'. Known keys: {', '.join(sorted(known))}")
     for group in ("env", "learner", "mixer", "controller", "agent", "runner", "buffer"):
@@ -235,17 +232,20 @@ def _unknown_keys(prefix: str, node: Any, cls: type | None, what: str) -> list[s
     ]
 
 
-def check_range(errors: list[str], key: str, value: Any, lo: float, hi: float, lo_open=False, hi_open=False) -> None:
-    """Append an error if value is not in the interval; brackets follow lo_open/hi_open."""
-    ok = isinstance(value, (int, float)) and not math.isnan(value)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    if not ok:
-        lb = "(" if lo_open else "["
-        rb = ")" if hi_open else "]"
-        errors.append(f"{key}={_fmt(value)} is invalid: must be in {lb}{lo}, {hi}{rb}")
-
-
 def to_object(node: DictConfig) -> Any:
     """A typed dataclass instance from a structured config node."""
     return OmegaConf.to_object(node)
+
+
+def typed(node: Any, reg: registry.Registry[Any], name: str | None = None) -> Any:
+    """The node as an instance of the config dataclass its component registered.
+
+    Works for nodes Hydra typed at composition and for plain ones (a checkpoint's saved config).
+    Interpolations are resolved in the whole config first (e.g. controller.epsilon_anneal_time's
+    default reads env.epsilon_anneal_time), not in the group's node alone.
+    """
+    cls = reg.config_class(name or node["name"])
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if cls is None:
+        return plain
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), plain))

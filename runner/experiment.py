@@ -29,7 +29,7 @@ from runner.logging.base import RunInfo
 from runner.logging.console import ProgressDisplay, console, q_table, summary_table
 from runner.runners.parallel import RolloutAborted
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 @dataclass
@@ -256,7 +256,7 @@ class Experiment:
         s = self.state
         s.last_save_t = s.t_env
         data = {
-            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "config": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
             "loop": asdict(s),
             "learner": self.c.learner.state_dict(),
             "buffer": self.c.buffer.state_dict() if self.cfg.checkpoint_buffer else None,
@@ -347,7 +347,7 @@ def run(
     (the suffix goes after the default run name, e.g. ``-#7`` for an Optuna trial)."""
     validate(cfg)
     device = resolve_device(cfg.device)
-    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[assignment]
     run_dir = Path(hydra_dir) if hydra_dir else Path.cwd() / "outputs" / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
     if cfg.resume:  # the run dir is the checkpoint's: own it before reading its newest checkpoint
         run_dir = checkpoint.run_dir_of(checkpoint.resolve(cfg.resume))
@@ -391,7 +391,7 @@ def _run_owned(cfg: DictConfig, resolved: dict[str, Any], device: torch.device, 
         info.resume_state = ckpt["loggers"]  # type: ignore[index]
         info.t_env_start = exp.started_at = exp.state.t_env
     elif ckpt is not None:
-        exp.state.t_env = ckpt["loop"]["t_env"]  # type: ignore[index]
+        exp.state.t_env = ckpt["loop"]["t_env"]
 
     stop.install()
     try:
@@ -436,7 +436,7 @@ def _train(exp: Experiment) -> RunResult:
         console.print(f"[yellow]stopped at t_env={s.t_env:,}; checkpoint: {ckpt}")
         console.print(f"resume with: python -m runner <same overrides> resume={exp.run_dir}")
         c.loggers.finish("KILLED", f"stopped by signal {exp.stop.signum} at t_env={s.t_env}")
-        return RunResult("KILLED", s.t_env, dict(s.latest), ckpt, [], exp.run_dir, EXIT_CODES.get(exp.stop.signum, 130))
+        return RunResult("KILLED", s.t_env, dict(s.latest), ckpt, [], exp.run_dir, EXIT_CODES.get(exp.stop.signum or signal.SIGINT, 130))
     tables = exp.q_tables()
     artifacts = exp.run_dir / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -468,7 +468,7 @@ def _evaluate(exp: Experiment, ckpt_path: Path | None) -> RunResult:
     except RolloutAborted as exc:  # Ctrl-C during a long evaluation
         console.print(f"[yellow]{exc}: evaluation stopped", soft_wrap=True)
         c.loggers.finish("KILLED", f"stopped by signal {exp.stop.signum} during the evaluation")
-        return RunResult("KILLED", s.t_env, {}, ckpt_path, [], exp.run_dir, EXIT_CODES.get(exp.stop.signum, 130))
+        return RunResult("KILLED", s.t_env, {}, ckpt_path, [], exp.run_dir, EXIT_CODES.get(exp.stop.signum or signal.SIGINT, 130))
     tables = exp.q_tables()
     if tables:
         f = exp.run_dir / "artifacts" / "q_tables.json"

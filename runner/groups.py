@@ -191,7 +191,7 @@ def resolve(raw: Any, spec: EnvSpec, env_label: str = "the env") -> list[Group]:
     """Groups of the env's agents, in config order. Raises ConfigError for an agent in two groups,
     an agent in none (without a default group), an id or pattern that matches nothing, and a
     group whose agents have different observation or action sizes."""
-    from runner.config import ConfigError
+    from runner.errors import ConfigError
 
     ids = spec.agent_ids
     groups = normalise(raw)
@@ -199,6 +199,8 @@ def resolve(raw: Any, spec: EnvSpec, env_label: str = "the env") -> list[Group]:
         groups = {"all": {"agents": "all"}}
     elif groups == "per_agent":
         groups = {a: {"agents": [a]} for a in ids}
+    elif isinstance(groups, str):
+        raise ConfigError(f"groups={groups!r} is invalid: must be 'all', 'per_agent' or a mapping of group names")
     errs: list[str] = []
     owner: dict[str, str] = {}
     members: dict[str, list[str]] = {}

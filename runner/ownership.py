@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.config import ConfigError
+from runner.errors import ConfigError
 
 LOCK_FILE = ".owner.lock"
 HEARTBEAT_S = 60.0  # how often the MLflow logger refreshes the heartbeat tag

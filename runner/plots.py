@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import sys
 
-    from runner.config import ConfigError
+    from runner.errors import ConfigError
     from runner.tracking import default_tracking_uri, open_existing
 
-    ap = argparse.ArgumentParser(prog="python -m runner.plots", description=main.__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m runner.plots", description=(main.__doc__ or "").splitlines()[0])
     ap.add_argument("runs", nargs="+", help="MLflow run ids")
     ap.add_argument("--metric", action="append", required=True, help="metric to plot (repeat for more)")
     ap.add_argument("--out", type=Path, required=True, help="PNG file to write")

@@ -21,14 +21,9 @@ import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from runner.errors import RegistryError as RegistryError  # re-exported: it lives in runner.errors
+
 T = TypeVar("T")
-
-
-class RegistryError(KeyError):
-    """Unknown registry key; the message lists what is available."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
-        return str(self.args[0])
 
 
 class Registry(Generic[T]):

@@ -47,12 +47,12 @@ import re
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runner.curves import Points, RunSeries, align_curves, fmt
 from runner.tracking import retry
 
 N_BOOT = 2000
@@ -61,24 +61,9 @@ LEVEL = 0.95
 DEFAULT_FRACTION = 0.9
 FILES = ("report.md", "report.html", "report.json", "benchmark.md", "benchmark.json")
 
-Points = list[tuple[int, float]]
-
 
 class ReportError(ValueError):
     """Nothing to report (unknown experiment or parent, no matching runs): exit code 2 on the CLI."""
-
-
-@dataclass
-class RunSeries:
-    """One run's history of the metric, sorted by step, one value per step."""
-
-    run_id: str
-    run_name: str
-    env: str
-    group: str
-    seed: str
-    points: Points
-    start_time: int = 0  # ms since the epoch (MLflow's); which run of a repeated seed is the latest
 
 
 # --- statistics (pure) ------------------------------------------------------------------------------------
@@ -196,24 +181,6 @@ def median_steps(steps: Sequence[int | None]) -> float | None:
     return None if math.isinf(med) else med
 
 
-def align_curves(series: Sequence[Points]) -> tuple[list[int], np.ndarray]:
-    """Put runs on a common grid of steps: the sorted union of the runs' logged steps from the largest
-    of their first steps up to the smallest of their last steps (where every run has a value); the
-    value of a run at a grid step is its last value logged at or before that step. Returns the grid
-    and a (runs x grid) matrix; an empty grid when the runs' step ranges do not overlap."""
-    if not series:
-        return [], np.empty((0, 0))
-    start = max(pts[0][0] for pts in series)
-    end = min(pts[-1][0] for pts in series)
-    grid = sorted({step for pts in series for step, _ in pts if start <= step <= end})
-    matrix = np.empty((len(series), len(grid)))
-    for i, pts in enumerate(series):
-        steps = np.array([s for s, _ in pts])
-        values = np.array([v for _, v in pts])
-        matrix[i] = values[np.searchsorted(steps, grid, side="right") - 1]
-    return grid, matrix
-
-
 def default_threshold(final_means: dict[str, float]) -> tuple[float, str]:
     """90% of the best final mean (best - 10% of |best| when it is negative) and where it came from."""
     best_group = max(final_means, key=lambda g: final_means[g])
@@ -315,12 +282,6 @@ def build_report(
 
 def figure_name(env: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", env) + ".png"
-
-
-def fmt(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x:,.0f}" if abs(x) >= 1e5 else f"{x:.4g}"
 
 
 def fmt_steps(x: float | None) -> str:
@@ -686,7 +647,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from runner.config import ConfigError
+    from runner.errors import ConfigError
     from runner.tracking import default_tracking_uri, open_existing
 
     try:  # a mistyped path must not create an empty store

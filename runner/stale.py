@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runner.config import ConfigError
+from runner.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

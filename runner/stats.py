@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tracking-uri", help="the MLflow store (default: $MLFLOW_TRACKING_URI, else "
                    "sqlite:///outputs/mlflow.db)")
     args = p.parse_args(argv)
-    from runner.config import ConfigError
+    from runner.errors import ConfigError
     from runner.tracking import default_tracking_uri, open_existing
 
     try:  # a mistyped path must not create an empty store

@@ -202,7 +202,7 @@ class MLflowSweepCallback(Callback):
     # Hydra calls these -------------------------------------------------------------------------
     # Hydra turns a callback's exceptions into warnings: what must stop the sweep exits instead.
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from runner.config import ConfigError
+        from runner.errors import ConfigError
 
         if self.validate:
             errors = validate_jobs(config, kwargs.get("config_name") or "config")
@@ -243,8 +243,9 @@ class MLflowSweepCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
-        if HydraConfig.get().mode.name != "MULTIRUN":
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
             return
         global JOB_OUTCOME
         job_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -316,7 +317,7 @@ def _short_error(exc: Exception) -> str:
 
 
 STOPPED = False  # set in the launcher's process by the first Ctrl-C (or SIGTERM)
-STOP_SIGNAL = signal.SIGINT
+STOP_SIGNAL: int = signal.SIGINT
 
 
 def in_launcher_process() -> bool:
@@ -336,7 +337,7 @@ JOB_OUTCOME: str | None = None
 
 def _child_pids() -> list[int]:
     """Direct children of this process (Linux /proc; elsewhere none)."""
-    me, out = os.getpid(), []
+    me, out = os.getpid(), list[int]()
     try:
         entries = os.listdir("/proc")
     except OSError:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import random
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from runner.config import ConfigError
+from runner.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -183,13 +185,91 @@ def client_for(tracking_uri: str) -> Any:
     return new_client(tracking_uri)
 
 
+# --- the outbox of a run whose store was unreachable (written by the MLflow logger) ---------------------
+
+BATCH = 1000  # MLflow's limit of metrics per log_batch
+UNSENT_FILE = "mlflow_unsent.json"
+
+# Budgets of MLflow's HTTP client (env var -> value), applied around our own calls only.
+# During the run: one immediate retry (a keep-alive connection the server closed), then give up
+# and let the outbox retry later. At start-up: a few retries, ~10 s at most when refused.
+LIVE_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+ARTIFACT_HTTP = {**LIVE_HTTP, "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+START_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+@contextlib.contextmanager
+def http_budget(budget: dict[str, str]) -> Iterator[None]:
+    """Set MLflow's HTTP retry/timeout env vars for the duration of a call; those the user exported
+    are left alone. (MLflow reads them at every request; its sessions are cached per value.)"""
+    mine = [k for k in budget if k not in os.environ]
+    for k in mine:
+        os.environ[k] = budget[k]
+    try:
+        yield
+    finally:
+        for k in mine:
+            os.environ.pop(k, None)
+
+
+def send_unsent(path: str | Path, tracking_uri: str | None = None) -> dict[str, int]:
+    """Send an ``mlflow_unsent.json`` (or the one in a run dir) to its tracking server (or
+    ``tracking_uri``) and rename it to ``mlflow_unsent.json.sent``. Returns what was sent."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / UNSENT_FILE
+    data = json.loads(path.read_text())
+    uri = tracking_uri or data["tracking_uri"]
+    check_reachable(uri)
+    client = MlflowClient(tracking_uri=uri)
+    run_id = data["run_id"]
+
+    def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with http_budget(START_HTTP):
+            return retry(fn, *args, **kwargs)
+
+    params = [Param(p["key"], p["value"]) for p in data.get("params", [])]
+    for i in range(0, len(params), 100):
+        call(client.log_batch, run_id, params=params[i : i + 100], synchronous=True)
+    for key, value in data.get("tags", {}).items():
+        call(client.set_tag, run_id, key, value)
+    metrics = [Metric(m["key"], float(m["value"]), int(m["timestamp"]), int(m["step"])) for m in data.get("metrics", [])]
+    for i in range(0, len(metrics), BATCH):
+        call(client.log_batch, run_id, metrics=metrics[i : i + BATCH], synchronous=True)
+    uploaded = 0
+    for a in data.get("artifacts", []):
+        p = Path(a["path"])
+        if not p.exists():
+            print(f"warning: artifact {p} no longer exists; skipped", file=sys.stderr, flush=True)
+            continue
+        with http_budget(ARTIFACT_HTTP):
+            if p.is_dir():
+                retry(client.log_artifacts, run_id, str(p), a.get("artifact_path"))
+            else:
+                retry(client.log_artifact, run_id, str(p), a.get("artifact_path"))
+        uploaded += 1
+    if data.get("status"):
+        call(client.set_terminated, run_id, status=data["status"], end_time=data.get("end_time"))
+    path.replace(path.with_name(path.name + ".sent"))
+    return {"params": len(params), "tags": len(data.get("tags", {})), "metrics": len(metrics), "artifacts": uploaded}
+
+
 def _unsent_uri(path: str) -> str:
     """The tracking URI an mlflow_unsent.json (or the one in a run dir) was written for."""
-    import json
-
     p = Path(path)
     try:
-        return str(json.loads((p / "mlflow_unsent.json" if p.is_dir() else p).read_text())["tracking_uri"])
+        return str(json.loads((p / UNSENT_FILE if p.is_dir() else p).read_text())["tracking_uri"])
     except (OSError, ValueError, KeyError, TypeError):
         return "the MLflow store"
 
@@ -197,14 +277,11 @@ def _unsent_uri(path: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """``python -m runner.tracking send-unsent <run_dir | mlflow_unsent.json> [tracking_uri]``: send
     what a run could not send to its tracking server (written by the MLflow logger at the end)."""
-    import sys
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) not in (2, 3) or args[0] != "send-unsent":
         print(main.__doc__, file=sys.stderr)
         return 2
     from runner import storage
-    from runner.logging.mlflow_logger import send_unsent
 
     try:
         sent = send_unsent(args[1], args[2] if len(args) == 3 else None)

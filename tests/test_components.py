@@ -326,8 +326,8 @@ def test_many_python_env_copies_are_announced(capsys: pytest.CaptureFixture[str]
 @pytest.mark.slow
 def test_ctrl_c_while_env_copies_are_created_stops_at_once(tmp_path: Path, store_uri: str, store, exp_name: str) -> None:
     """1,000 copies that take 20 ms each to build, in 2 worker processes (10 s): a Ctrl-C (SIGINT to the
-    process group, as a terminal sends it) 1 s after the announcement ends the process within seconds,
-    with one line, exit code 130, no MLflow run and no process left."""
+    process group, as a terminal sends it) 1 s after the announcement abandons the setup (not all copies
+    get built) and ends the process with one line, exit code 130, no MLflow run and no process left."""
     import os
     import signal
     import subprocess
@@ -337,7 +337,9 @@ def test_ctrl_c_while_env_copies_are_created_stops_at_once(tmp_path: Path, store
     from tests.conftest import ROOT, runs_of
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests' / 'fakes'}"}
-    args = ["+algo=qmix", "+env=pettingzoo", "env.factory={_target_: slow_env.parallel_env, build_seconds: 0.02}",
+    built = tmp_path / "built.txt"
+    args = ["+algo=qmix", "+env=pettingzoo",
+            f"env.factory={{_target_: slow_env.parallel_env, build_seconds: 0.02, built_file: '{built}'}}",
             "env.episode_limit=2", "runner=parallel", "runner.n_envs=1000", "runner.n_workers=2", "buffer.buffer_size=1000",
             f"logger.mlflow.experiment_name={exp_name}", f"hydra.run.dir={tmp_path / 'run'}"]
     proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
@@ -347,15 +349,14 @@ def test_ctrl_c_while_env_copies_are_created_stops_at_once(tmp_path: Path, store
         assert first.startswith("creating 1,000 env copies in 2 worker processes"), first
         time.sleep(1.0)
         os.killpg(proc.pid, signal.SIGINT)
-        t0 = time.monotonic()
         rest = proc.stderr.read()
         proc.wait(timeout=30)
-        took = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130 and rest.strip() == "interrupted", rest
-    assert took < 8.0, took
+    n_built = len(built.read_text().splitlines())
+    assert 0 < n_built < 1000, n_built  # setup was abandoned at the Ctrl-C, not finished first
     assert runs_of(store, exp_name) == []
     deadline = time.monotonic() + 10  # the workers, the fork server, the resource tracker: none is left
     while time.monotonic() < deadline:

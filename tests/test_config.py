@@ -124,6 +124,7 @@ def test_env_sets_the_default_budget_and_cli_overrides_it() -> None:
     assert compose(*BASE, "t_max=123").t_max == 123
 
 
+@pytest.mark.slow
 def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
     out = cli([*BASE, "--cfg", "job"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -148,6 +149,7 @@ def test_missing_env_lists_the_options() -> None:
     assert "climbing" in available_options("env") and "twostep" in available_options("env")
 
 
+@pytest.mark.slow
 def test_unknown_algo_option_lists_available(tmp_path: Path) -> None:
     out = cli(["+algo=qmx", "+env=twostep"], cwd=tmp_path)
     assert out.returncode != 0
@@ -188,6 +190,7 @@ def test_keys_appended_to_a_group_must_exist(tmp_path: Path, override: str, mess
     assert message in str(e.value)
 
 
+@pytest.mark.slow
 def test_refused_run_leaves_no_run_dir(tmp_path: Path) -> None:
     out = cli([*BASE, "learner.gamma=2", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert out.returncode == 2 and "learner.gamma=2.0 is invalid" in out.stderr
@@ -202,6 +205,41 @@ def test_wrong_type_is_named() -> None:
 
 
 @pytest.mark.parametrize(
+    ("override", "valid"),
+    [
+        ("learner.optimizer=sgd", "[adam, rmsprop]"),
+        ("learner.target_update=polyak", "[hard, soft]"),
+        ("controller.epsilon_schedule=cosine", "[linear, exp]"),
+    ],
+)
+def test_enum_options_are_checked_by_hydra(override: str, valid: str) -> None:
+    """optimizer, target_update and epsilon_schedule are Enum fields: a bad name is a composition
+    error that names the key and lists the valid names."""
+    key, value = override.split("=")
+    with pytest.raises(ConfigCompositionException) as e:
+        compose(*BASE, override)
+    cause = e.value.__cause__
+    assert isinstance(cause, ValidationError)
+    assert f"Invalid value '{value}', expected one of {valid}" in str(cause)
+    assert f"full_key: {key}" in str(cause)
+
+
+def test_enum_options_keep_their_names() -> None:
+    """The names are what the yaml, MLflow params and checkpoints hold; str-valued, so they compare equal."""
+    from omegaconf import OmegaConf
+
+    from runner.controllers.schedules import EpsilonSchedule
+    from runner.learners.base import Optimizer, TargetUpdate
+
+    cfg = compose(*BASE, "learner.optimizer=rmsprop", "learner.target_update=soft", "controller.epsilon_schedule=exp")
+    assert cfg.learner.optimizer is Optimizer.rmsprop and cfg.learner.optimizer == "rmsprop"
+    assert cfg.learner.target_update is TargetUpdate.soft and cfg.controller.epsilon_schedule is EpsilonSchedule.exp
+    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert (plain["learner"]["optimizer"], plain["learner"]["target_update"], plain["controller"]["epsilon_schedule"]) == (
+        "rmsprop", "soft", "exp")
+
+
+@pytest.mark.parametrize(
     ("override", "message"),
     [
         ("learner.lr=0", "learner.lr=0.0 is invalid: must be > 0"),
@@ -211,7 +249,6 @@ def test_wrong_type_is_named() -> None:
         ("learner.gamma=0", "learner.gamma=0.0 is invalid: must be in (0.0, 1.0]"),
         ("learner.gamma=1.01", "learner.gamma=1.01 is invalid: must be in (0.0, 1.0]"),
         ("buffer.buffer_size=16", "learner.batch_size=32 is invalid: larger than buffer.buffer_size=16"),
-        ("learner.optimizer=sgd", "learner.optimizer='sgd' is invalid: must be adam or rmsprop"),
         ("mixer.hypernet_layers=3", "mixer.hypernet_layers=3 is invalid: must be 1 or 2"),
         ("t_max=0", "t_max=0 is invalid: must be > 0"),
         ("env.payoff_2b=[[1,2,3]]", "env.payoff_2b=[[1, 2, 3]] is invalid: must be a 2x2 matrix of numbers"),
@@ -226,6 +263,7 @@ def test_invalid_values_fail_before_a_run_is_created(
     assert runs_of(store, exp_name) == []
 
 
+@pytest.mark.slow
 def test_invalid_value_exits_non_zero_from_the_cli(tmp_path: Path, store_uri: str, store, exp_name: str) -> None:
     out = cli([*BASE, "learner.lr=0", f"logger.mlflow.experiment_name={exp_name}"], cwd=tmp_path, store_uri=store_uri)
     assert out.returncode == 2
@@ -289,6 +327,7 @@ def test_parallel_keys_without_the_parallel_runner_say_how_to_get_it(
     assert compose(*BASE, "runner=parallel", override).runner.name == "parallel"
 
 
+@pytest.mark.slow
 def test_n_envs_without_runner_parallel_on_the_cli(tmp_path: Path) -> None:
     out = cli([*BASE, "runner.n_envs=4", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert out.returncode == 2
@@ -313,6 +352,7 @@ def test_invalid_mlflow_experiment_name_is_a_config_error(tmp_path: Path, store,
     assert str(e.value) == f"invalid config:\n  {message}"
 
 
+@pytest.mark.slow
 def test_empty_mlflow_experiment_name_on_the_cli(tmp_path: Path, store_uri: str) -> None:
     out = cli([*BASE, "logger.mlflow.experiment_name=", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
               store_uri=store_uri)

@@ -103,6 +103,7 @@ def test_groups_with_the_maven_controller_are_refused() -> None:
         validate(cfg)
 
 
+@pytest.mark.slow
 def test_cli_group_errors_exit_2_before_any_mlflow_run(tmp_path: Path, store_uri: str, exp_name: str) -> None:
     common = ["+env=twostep3", "+algo=qmix", f"logger.mlflow.experiment_name={exp_name}", "progress=false",
               f"hydra.run.dir={tmp_path}/run"]

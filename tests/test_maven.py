@@ -11,7 +11,7 @@ import torch
 from envs.base import EnvConfig, EnvSpec, Observation, StepResult, VecEnv
 from envs.mstep import MStepConfig, MStepGame
 from runner.build import build, seed_everything
-from runner.config import ConfigError
+from runner.errors import ConfigError
 from runner.experiment import Experiment, StopRequest
 from runner.registry import ENVS
 from tests.conftest import compose, train

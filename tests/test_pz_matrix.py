@@ -240,19 +240,34 @@ def test_spaces_are_cached_and_typed() -> None:
 
 @needs_pettingzoo
 def test_reset_with_a_seed_is_deterministic() -> None:
+    """Equal seeds give equal episodes of sampled actions, different seeds different ones: it fails
+    if ``reset(seed)`` is ignored. The game itself is deterministic: the same actions, the same episode."""
     from gymnasium.utils.env_checker import data_equivalence
 
-    def trajectory(seed: int) -> list:
-        env = parallel_env("mstep", m=4)
+    def trajectory(env, seed: int | None) -> list:
         out = [env.reset(seed=seed)]
-        for i, agent in enumerate(env.possible_agents):
-            env.action_space(agent).seed(100 + i)
         while env.agents and len(out) <= env.spec.episode_limit:
-            out.append(env.step({agent: env.action_space(agent).sample() for agent in env.agents}))
+            actions = {agent: env.action_space(agent).sample() for agent in env.agents}
+            out.append((actions, env.step(actions)))
         return out
 
-    assert data_equivalence(trajectory(1), trajectory(1))
-    assert data_equivalence(trajectory(1), trajectory(2))  # the game itself is deterministic
+    def replay(env, actions: list[dict]) -> list:
+        out = [env.reset()]
+        for a in actions:
+            out.append((a, env.step(a)))
+        return out
+
+    def samples(env, seed: int) -> list[list[int]]:
+        env.reset(seed=seed)
+        return [[int(env.action_space(a).sample()) for a in env.possible_agents] for _ in range(20)]
+
+    env = parallel_env("mstep", m=4)
+    first = trajectory(env, 1)
+    assert data_equivalence(first, trajectory(env, 1))  # the same env, reset with the same seed
+    assert data_equivalence(first, trajectory(parallel_env("mstep", m=4), 1))  # a fresh env
+    assert data_equivalence(first, replay(parallel_env("mstep", m=4), [a for a, _ in first[1:]]))
+    assert samples(env, 1) == samples(env, 1) == samples(parallel_env("mstep", m=4), 1)
+    assert samples(env, 1) != samples(env, 2)  # a seed that were ignored would give the same draws
 
 
 @needs_pettingzoo

@@ -111,6 +111,7 @@ def test_a_run_dir_has_one_owner_and_the_kernel_frees_it_when_the_owner_dies(tmp
     assert ownership.owner(d) is None
 
 
+@pytest.mark.slow
 def test_a_second_resume_of_a_run_dir_is_refused_with_the_owners_pid(tmp_path: Path, store, store_uri, exp_name) -> None:
     train(tmp_path / "run", "+algo=qmix", "+env=twostep", "t_max=200", "test_nepisodes=2",
           f"logger.mlflow.experiment_name={exp_name}")
@@ -316,6 +317,7 @@ def test_sigterm_to_a_sweep_stops_its_jobs_with_checkpoints_and_closes_the_paren
         assert json.loads((sdir / job / "job_status.json").read_text())["status"] == "KILLED"
 
 
+@pytest.mark.slow
 def test_a_sweep_dir_has_one_launcher(tmp_path, store, store_uri, exp_name) -> None:
     sdir = tmp_path / "sweep"
     holder = hold_lock(sdir)  # stands for a launcher of this sweep that is still running

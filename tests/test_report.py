@@ -259,6 +259,7 @@ def test_log_report_to_the_parent(store: MlflowClient, exp_name: str, tmp_path: 
 # --- CLI ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_parent_report_and_errors(
     store: MlflowClient, store_uri: str, exp_name: str, tmp_path: Path
 ) -> None:
@@ -377,6 +378,7 @@ def test_runs_that_repeat_a_seed_are_one_sample_and_are_named(store: MlflowClien
     assert "only the latest, qmix-grid-s0" in (tmp_path / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_runs_all_of_one_seed_give_one_seed_and_no_interval(
     store: MlflowClient, store_uri: str, exp_name: str, tmp_path: Path
 ) -> None:
@@ -411,6 +413,7 @@ def test_stats_counts_distinct_seeds(store: MlflowClient, exp_name: str, capsys:
     assert rows[1].startswith("| vdn | 2 | 4.00 [4.00, 4.00] (4.00) |")
 
 
+@pytest.mark.slow
 def test_a_store_that_does_not_exist_is_refused_and_not_created(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -201,6 +201,7 @@ def _lines(err: str) -> list[str]:
 # -- unwritable: refused before anything starts, in one line -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_unwritable_sqlite_store_is_refused_in_one_line_before_any_run(tmp_path: Path) -> None:
     res = cli(["+algo=qmix", "+env=twostep", "t_max=200"], cwd=tmp_path, store_uri="sqlite:////proc/mlflow.db", timeout=60)
     assert res.returncode == 2, res.stderr[-3000:]
@@ -244,6 +245,7 @@ def test_store_that_cannot_be_written_is_refused_and_no_database_is_created(
     assert sorted(p.name for p in d.iterdir()) == (["filler"] if problem == "full" and disk.real else [])  # no db, no probe
 
 
+@pytest.mark.slow
 def test_read_only_outputs_dir_is_refused_in_one_line(tmp_path: Path, read_only_dir, monkeypatch, capsys) -> None:
     cwd = tmp_path / "cwd"
     cwd.mkdir()

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from runner.report import RunSeries, align_curves, fmt
+from runner.curves import RunSeries, align_curves, fmt
 
 DATA_DIR = Path(__file__).resolve().parent
 STATS = ("max_return", "average_return")
@@ -62,7 +62,7 @@ def load_published(name: str) -> dict[str, Any]:
     return data
 
 
-def t_halfwidth(values: Sequence[float]) -> float | None:
+def t_halfwidth(values: Sequence[float] | np.ndarray) -> float | None:
     """Half-width of the 95% Student-t confidence interval of the mean; None for fewer than 2 values."""
     x = np.asarray(values, dtype=float)
     n = len(x)

@@ -9,6 +9,7 @@ test mode.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +18,8 @@ from torch import nn
 
 from envs.base import EnvSpec
 from runner.buffers.episode import EpisodeBatch
-from runner.controllers.schedules import epsilon_at
+from runner.controllers.schedules import EpsilonSchedule, epsilon_at
+from runner.errors import check_range
 from runner.registry import AGENTS, CONTROLLERS
 
 NEG = -1e10  # "minus infinity" for masking unavailable actions without inf arithmetic
@@ -39,12 +41,18 @@ class BasicControllerConfig:
     epsilon_anneal_time: int = "${oc.select:env.epsilon_anneal_time,50000}"  # type: ignore[assignment]
     """Env steps over which epsilon goes from start to finish. Default: the env's recommendation
     where it has one (RouteRL: 1500 days), else 50,000."""
-    epsilon_schedule: str = "linear"
+    epsilon_schedule: EpsilonSchedule = EpsilonSchedule.linear
     """linear or exp."""
 
 
 @CONTROLLERS.register("basic", config=BasicControllerConfig)
 class BasicController(nn.Module):
+    # buffers and submodules, declared for type checkers (nn.Module's __getattr__ types them Tensor | Module)
+    agent_ids: torch.Tensor
+    action_eye: torch.Tensor
+    agent: Any  # the agent network (an AGENTS entry): init_hidden, forward, per-agent parameter groups
+    source: Path  # a frozen group's checkpoint (controllers.grouped.load_frozen sets it)
+
     def __init__(self, cfg: BasicControllerConfig, agent_cfg: Any, spec: EnvSpec, device: torch.device) -> None:
         super().__init__()
         self.cfg, self.spec = cfg, spec
@@ -67,15 +75,11 @@ class BasicController(nn.Module):
 
     @staticmethod
     def check_config(cfg: Any) -> list[str]:
-        from runner.config import check_range
-
-        c, errs = cfg.controller, []
+        c, errs = cfg.controller, list[str]()
         check_range(errs, "controller.epsilon_start", c.epsilon_start, 0.0, 1.0)
         check_range(errs, "controller.epsilon_finish", c.epsilon_finish, 0.0, 1.0)
         if c.epsilon_anneal_time < 0:
             errs.append(f"controller.epsilon_anneal_time={c.epsilon_anneal_time} is invalid: must be >= 0")
-        if c.epsilon_schedule not in ("linear", "exp"):
-            errs.append(f"controller.epsilon_schedule={c.epsilon_schedule!r} is invalid: must be linear or exp")
         return errs
 
     # -- inputs -------------------------------------------------------------------------------
@@ -85,6 +89,7 @@ class BasicController(nn.Module):
         if self.cfg.obs_agent_id:
             parts.append(self.agent_ids.expand(*obs.shape[:-1], -1))
         if self.cfg.obs_last_action:
+            assert last_actions is not None  # obs_last_action: the caller passes them
             onehot = self.action_eye[last_actions.clamp(min=0)] * (last_actions >= 0).unsqueeze(-1)
             parts.append(onehot)
         return torch.cat(parts, -1) if len(parts) > 1 else obs
@@ -121,7 +126,7 @@ class BasicController(nn.Module):
         return torch.where(explore, random, greedy)
 
     # -- learning -----------------------------------------------------------------------------
-    def forward_seq(self, batch: EpisodeBatch, agent: nn.Module | None = None) -> torch.Tensor:
+    def forward_seq(self, batch: EpisodeBatch, agent: Any = None) -> torch.Tensor:
         """Q-values [B, T+1, N, A] of every step of the batch (with `agent`, e.g. a target net)."""
         agent = agent or self.agent
         last = self._last_actions_seq(batch) if self.cfg.obs_last_action else None
@@ -136,7 +141,7 @@ class BasicController(nn.Module):
         return torch.stack(qs, 1)
 
     @torch.no_grad()
-    def q_values(self, obs: torch.Tensor, agent: nn.Module | None = None) -> torch.Tensor:
+    def q_values(self, obs: torch.Tensor, agent: Any = None) -> torch.Tensor:
         """Q-values [M, N, A] for M standalone observations [M, N, O] (first step of an episode)."""
         agent = agent or self.agent
         last = torch.full(obs.shape[:-1], -1, dtype=torch.long, device=obs.device)

@@ -10,7 +10,7 @@ of the learning agents only (``learn_idx``): the other agents are part of the en
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import OmegaConf
@@ -62,11 +62,12 @@ def _with_overrides(base: Any, overrides: dict[str, Any] | None) -> Any:
 
 class GroupedController(nn.Module):
     supports_q_tables = True
+    learn_idx: torch.Tensor  # a buffer, declared for type checkers
 
     def __init__(self, groups: list[Group], ctrl_cfg: Any, agent_cfg: Any, spec: EnvSpec, device: torch.device) -> None:
         super().__init__()
         self.groups, self.spec, self.cfg = groups, spec, ctrl_cfg
-        self.nets = nn.ModuleDict()  # learning and frozen groups' controllers
+        self.nets: Any = nn.ModuleDict()  # learning and frozen groups' controllers (BasicController by group name)
         self.scripted: dict[str, Any] = {}
         self.sel = {g.name: _selector(g.index, device) for g in groups}
         for g in groups:
@@ -83,7 +84,7 @@ class GroupedController(nn.Module):
                 self.scripted[g.name] = instantiate(g.node["policy"])
         self.learning = [g for g in groups if g.learns]
         # the learner's trainable network: one entry per learning group
-        self.agent = nn.ModuleDict({g.name: self.nets[g.name].agent for g in self.learning})
+        self.agent = nn.ModuleDict({g.name: cast(nn.Module, self.nets[g.name].agent) for g in self.learning})
         learn_idx = sorted(i for g in self.learning for i in g.index)
         self.register_buffer("learn_idx", torch.tensor(learn_idx, dtype=torch.long, device=device), persistent=False)
         # each learning group's positions among the learning agents, for per-group stats (none
@@ -154,7 +155,7 @@ class GroupedController(nn.Module):
     def forward_seq(self, batch: EpisodeBatch, agent: nn.Module | None = None) -> torch.Tensor:
         """Q-values [B, T+1, N, A] of every step (rows of non-learning agents are zero)."""
         qs = {
-            g.name: self.nets[g.name].forward_seq(self._view(batch, g), agent=None if agent is None else agent[g.name])
+            g.name: self.nets[g.name].forward_seq(self._view(batch, g), agent=None if agent is None else cast(nn.ModuleDict, agent)[g.name])
             for g in self.learning
         }
         first = next(iter(qs.values()))
@@ -166,7 +167,7 @@ class GroupedController(nn.Module):
         qs = {}
         for g in self.learning:
             o = obs[..., self.sel[g.name], : g.obs_dim]
-            qs[g.name] = self.nets[g.name].q_values(o, None if agent is None else agent[g.name])
+            qs[g.name] = self.nets[g.name].q_values(o, None if agent is None else cast(nn.ModuleDict, agent)[g.name])
         first = next(iter(qs.values()))
         return self._scatter(qs, tuple(first.shape[:1]), first)
 
@@ -187,8 +188,8 @@ class GroupedController(nn.Module):
 def load_frozen(g: Group, sub: EnvSpec, device: torch.device) -> BasicController:
     """Group g's greedy controller with the network of ``source_group`` in an earlier run's checkpoint."""
     from runner import checkpoint
-    from runner.build import typed
-    from runner.config import ConfigError
+    from runner.config import typed
+    from runner.errors import ConfigError
     from runner.registry import AGENTS, CONTROLLERS
 
     key = f"groups.{g.name}.checkpoint"

@@ -19,6 +19,7 @@ from envs.base import EnvSpec, Observation
 from modules.maven import LatentPolicy
 from runner.buffers.episode import EpisodeBatch, FieldSpec
 from runner.controllers.basic import BasicController, BasicControllerConfig
+from runner.errors import check_range
 from runner.registry import AGENTS, CONTROLLERS
 
 LATENT_POLICIES = ("learned", "uniform")
@@ -41,6 +42,7 @@ class MavenControllerConfig(BasicControllerConfig):
 
 @CONTROLLERS.register("maven", config=MavenControllerConfig)
 class MavenController(BasicController):
+    cfg: MavenControllerConfig
     supports_q_tables = False  # Q depends on z: the per-z test returns show what each z learned
 
     def __init__(self, cfg: MavenControllerConfig, agent_cfg: Any, spec: EnvSpec, device: torch.device) -> None:
@@ -67,8 +69,6 @@ class MavenController(BasicController):
             )
         if not getattr(AGENTS.get(cfg.agent.name), "conditioned", False):
             errs.append(f"controller=maven needs a latent-conditioned agent: agent=noise_gru (got agent={cfg.agent.name!r})")
-        from runner.config import check_range
-
         check_range(errs, "controller.latent_epsilon", c.latent_epsilon, 0.0, 1.0)
         if c.test_each_z < 0:
             errs.append(f"controller.test_each_z={c.test_each_z} is invalid: must be >= 0")
@@ -110,6 +110,7 @@ class MavenController(BasicController):
 
     # -- acting and learning: the agents see one-hot z ++ one-hot agent id ----------------------
     def call_agent(self, agent: nn.Module, inputs: torch.Tensor, hidden: Any, batch: EpisodeBatch | None, t: int | None):
+        assert batch is not None  # MAVEN's agents are always called with the batch: its noise z
         noise = batch["noise"]  # [B, noise_dim]
         lead = inputs.shape[:-2]  # [B] for one step, [B, T+1] for a whole batch
         z = noise.view(noise.shape[0], *([1] * (len(lead) - 1)), 1, self.noise_dim).expand(*lead, self.spec.n_agents, -1)

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import math
+from enum import Enum
+
+
+class EpsilonSchedule(str, Enum):
+    """``controller.epsilon_schedule``: how epsilon decays from epsilon_start to epsilon_finish.
+    A str, so ``kind == "linear"`` holds; the config value is its name (Hydra rejects any other)."""
+
+    linear = "linear"
+    exp = "exp"
 
 
 def epsilon_at(t_env: int, start: float, finish: float, anneal_time: int, kind: str) -> float:

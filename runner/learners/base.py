@@ -8,13 +8,29 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import torch
 from omegaconf import MISSING
 from torch import nn
 
+from runner.errors import check_range
 from runner.learners.normalise import RunningMeanStd
+
+
+class Optimizer(str, Enum):
+    """``learner.optimizer``; the config value is its name (Hydra rejects any other)."""
+
+    adam = "adam"
+    rmsprop = "rmsprop"
+
+
+class TargetUpdate(str, Enum):
+    """``learner.target_update``; the config value is its name (Hydra rejects any other)."""
+
+    hard = "hard"
+    soft = "soft"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -26,7 +42,7 @@ class LearnerConfig:
     name: str = MISSING
     lr: float = 5e-4
     """Learning rate."""
-    optimizer: str = "adam"
+    optimizer: Optimizer = Optimizer.adam
     """adam or rmsprop."""
     optim_alpha: float = 0.99
     """RMSprop smoothing constant."""
@@ -38,7 +54,7 @@ class LearnerConfig:
     """Discount factor."""
     batch_size: int = 32
     """Episodes per update."""
-    target_update: str = "hard"
+    target_update: TargetUpdate = TargetUpdate.hard
     """hard (copy every target_update_interval episodes) or soft (Polyak with tau every update)."""
     target_update_interval: int = 200
     """Training episodes between hard target copies, counted as PyMARL does: an update after a
@@ -52,18 +68,12 @@ class LearnerConfig:
 
 
 def check_learner_config(cfg: Any) -> list[str]:
-    from runner.config import check_range
-
     c, errs = cfg.learner, []
     if not c.lr > 0:
         errs.append(f"learner.lr={c.lr} is invalid: must be > 0")
     check_range(errs, "learner.gamma", c.gamma, 0.0, 1.0, lo_open=True)
-    if c.optimizer not in ("adam", "rmsprop"):
-        errs.append(f"learner.optimizer={c.optimizer!r} is invalid: must be adam or rmsprop")
     if c.batch_size < 1:
         errs.append(f"learner.batch_size={c.batch_size} is invalid: must be >= 1")
-    if c.target_update not in ("hard", "soft"):
-        errs.append(f"learner.target_update={c.target_update!r} is invalid: must be hard or soft")
     if c.target_update_interval < 1:
         errs.append(f"learner.target_update_interval={c.target_update_interval} is invalid: must be >= 1")
     check_range(errs, "learner.tau", c.tau, 0.0, 1.0, lo_open=True)
@@ -82,7 +92,7 @@ class BaseLearner:
         self.targets = {k: copy.deepcopy(modules[k]).requires_grad_(False) for k in keys}
         self.params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
         # fused Adam runs one kernel for all parameters (CPU and CUDA): ~1 ms less per update here
-        if cfg.optimizer == "adam":
+        if cfg.optimizer == Optimizer.adam:
             self.optimiser: torch.optim.Optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.optim_eps, fused=True)
         else:
             self.optimiser = torch.optim.RMSprop(
@@ -128,7 +138,7 @@ class BaseLearner:
 
     @torch.no_grad()
     def _update_targets(self, episodes: int) -> None:
-        if self.cfg.target_update == "soft":
+        if self.cfg.target_update == TargetUpdate.soft:
             for k, tgt in self.targets.items():
                 for tp, p in zip(tgt.parameters(), self.modules[k].parameters()):
                     tp.lerp_(p, self.cfg.tau)

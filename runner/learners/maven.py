@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from modules.maven import Discriminator
 from runner.buffers.episode import EpisodeBatch
-from runner.config import ConfigError
+from runner.errors import ConfigError
 from runner.learners.q_learner import QLearner, QLearnerConfig
 from runner.registry import LEARNERS
 
@@ -38,6 +38,7 @@ class MavenLearnerConfig(QLearnerConfig):
 
 @LEARNERS.register("maven_learner", config=MavenLearnerConfig)
 class MavenLearner(QLearner):
+    cfg: MavenLearnerConfig
     def __init__(self, cfg: MavenLearnerConfig, controller: Any, mixer_cfg: Any, spec: Any, device: torch.device) -> None:
         if not hasattr(controller, "noise_dim"):
             raise ConfigError("learner=maven_learner needs controller=maven (the latent z comes from it)")

@@ -16,6 +16,7 @@ import torch
 
 from runner.buffers.episode import EpisodeBatch
 from runner.controllers.basic import NEG
+from runner.errors import check_range
 from runner.learners.base import BaseLearner, LearnerConfig, check_learner_config
 from runner.registry import LEARNERS, MIXERS
 
@@ -47,6 +48,7 @@ def td_lambda_targets(
 
 @LEARNERS.register("q_learner", config=QLearnerConfig)
 class QLearner(BaseLearner):
+    cfg: QLearnerConfig
     def __init__(self, cfg: QLearnerConfig, controller: Any, mixer_cfg: Any, spec: Any, device: torch.device) -> None:
         self.cfg, self.controller, self.spec = cfg, controller, spec
         # agent groups: only the learning agents are mixed; the others are part of the environment
@@ -73,8 +75,6 @@ class QLearner(BaseLearner):
 
     @staticmethod
     def check_config(cfg: Any) -> list[str]:
-        from runner.config import check_range
-
         errs = check_learner_config(cfg)
         check_range(errs, "learner.td_lambda", cfg.learner.td_lambda, 0.0, 1.0)
         return errs

@@ -33,12 +33,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,37 +48,27 @@ from runner import ownership, storage
 from runner.logging.base import Logger, RunInfo
 from runner.registry import LOGGERS
 from runner.tracking import (
+    ARTIFACT_HTTP,
+    BATCH,
+    LIVE_HTTP,
+    START_HTTP,
+    UNSENT_FILE,
     TrackingUnavailable,
     check_reachable,
     default_tracking_uri,
     ensure_experiment,
+    http_budget,
     is_transient,
     new_client,
     retry,
+    send_unsent,
     sqlite_path,
 )
 
 T = TypeVar("T")
 
 MAX_PARAM_LEN = 6000
-BATCH = 1000  # MLflow's limit of metrics per log_batch
-UNSENT_FILE = "mlflow_unsent.json"
 BACKOFF_FIRST, BACKOFF_MAX = 2.0, 60.0  # seconds between tries while the server is unreachable
-
-# Budgets of MLflow's HTTP client (env var -> value), applied around our own calls only.
-# During the run: one immediate retry (a keep-alive connection the server closed), then give up
-# and let the outbox retry later. At start-up: a few retries, ~10 s at most when refused.
-LIVE_HTTP = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
-ARTIFACT_HTTP = {**LIVE_HTTP, "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
-START_HTTP = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
 
 
 @dataclass
@@ -107,20 +96,6 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-@contextmanager
-def http_budget(budget: dict[str, str]) -> Iterator[None]:
-    """Set MLflow's HTTP retry/timeout env vars for the duration of a call; those the user exported
-    are left alone. (MLflow reads them at every request; its sessions are cached per value.)"""
-    mine = [k for k in budget if k not in os.environ]
-    for k in mine:
-        os.environ[k] = budget[k]
-    try:
-        yield
-    finally:
-        for k in mine:
-            os.environ.pop(k, None)
 
 
 def unreachable(exc: BaseException) -> bool:
@@ -482,7 +457,7 @@ class MLflowLogger(Logger):
         run_dir = Path(self.run_dir) if self.run_dir else Path.cwd()
         path = run_dir / UNSENT_FILE
         status = self._status
-        data = {
+        data: dict[str, Any] = {
             "tracking_uri": self.tracking_uri,
             "run_id": self.run_id,
             "experiment_name": self.cfg.experiment_name,
@@ -533,48 +508,3 @@ class MLflowLogger(Logger):
             headline = f"WARNING: the MLflow tracking server {self.tracking_uri} is unreachable: run {self.run_id} misses {what}."
             then = "Send them when the server is back:"
         warn(f"{bar}\n{headline}\nThey are kept in {path}.\n{then}\n  python -m runner.tracking send-unsent {path}\n{bar}")
-
-
-def send_unsent(path: str | Path, tracking_uri: str | None = None) -> dict[str, int]:
-    """Send an ``mlflow_unsent.json`` (or the one in a run dir) to its tracking server (or
-    ``tracking_uri``) and rename it to ``mlflow_unsent.json.sent``. Returns what was sent."""
-    from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / UNSENT_FILE
-    data = json.loads(path.read_text())
-    uri = tracking_uri or data["tracking_uri"]
-    check_reachable(uri)
-    client = MlflowClient(tracking_uri=uri)
-    run_id = data["run_id"]
-
-    def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with http_budget(START_HTTP):
-            return retry(fn, *args, **kwargs)
-
-    params = [Param(p["key"], p["value"]) for p in data.get("params", [])]
-    for i in range(0, len(params), 100):
-        call(client.log_batch, run_id, params=params[i : i + 100], synchronous=True)
-    for key, value in data.get("tags", {}).items():
-        call(client.set_tag, run_id, key, value)
-    metrics = [Metric(m["key"], float(m["value"]), int(m["timestamp"]), int(m["step"])) for m in data.get("metrics", [])]
-    for i in range(0, len(metrics), BATCH):
-        call(client.log_batch, run_id, metrics=metrics[i : i + BATCH], synchronous=True)
-    uploaded = 0
-    for a in data.get("artifacts", []):
-        p = Path(a["path"])
-        if not p.exists():
-            warn(f"warning: artifact {p} no longer exists; skipped")
-            continue
-        with http_budget(ARTIFACT_HTTP):
-            if p.is_dir():
-                retry(client.log_artifacts, run_id, str(p), a.get("artifact_path"))
-            else:
-                retry(client.log_artifact, run_id, str(p), a.get("artifact_path"))
-        uploaded += 1
-    if data.get("status"):
-        call(client.set_terminated, run_id, status=data["status"], end_time=data.get("end_time"))
-    path.replace(path.with_name(path.name + ".sent"))
-    return {"params": len(params), "tags": len(data.get("tags", {})), "metrics": len(metrics), "artifacts": uploaded}
