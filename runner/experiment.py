@@ -186,8 +186,9 @@ class Experiment:
             "epsilon": self.c.controller.epsilon(s.t_env),
         }
         stats.update({f"{k}_mean": _mean_std(v)[0] for k, v in s.env_stats.items()})
-        stats["episode"] = float(s.episode)  # last: the console logger prints on it
+        stats["episode"] = float(s.episode)
         self.c.loggers.log_stats(stats, s.t_env)
+        self.c.loggers.end_round(s.t_env)
         s.curves.setdefault("return_mean", []).append([s.t_env, mean])
         s.latest.update(stats)
         s.train_returns, s.train_lengths, s.env_stats = [], [], {}

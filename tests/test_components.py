@@ -367,3 +367,20 @@ def test_ctrl_c_while_env_copies_are_created_stops_at_once(tmp_path: Path, store
         time.sleep(0.2)
     else:
         pytest.fail("processes of the run's process group are still alive 10 s after it ended")
+
+
+def test_console_logger_prints_one_line_per_log_round_whatever_the_key_order(capsys) -> None:
+    """The console prints at the end of a log round (Loggers.end_round), not when it happens to see a
+    particular key: 'episode' may come first or not at all."""
+    from runner.logging.base import Loggers
+    from runner.logging.console import ConsoleLogger, ConsoleLoggerConfig
+
+    loggers = Loggers([ConsoleLogger(ConsoleLoggerConfig(name="console"))])
+    loggers.log_stats({"episode": 7.0, "return_mean": 1.5}, 100)
+    assert capsys.readouterr().err == ""  # nothing before the round ends
+    loggers.end_round(100)
+    loggers.log_stats({"return_mean": 2.5}, 200)
+    loggers.end_round(200)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["t_env       100 | episode       7 | return_mean: 1.5",
+                     "t_env       200 | episode       7 | return_mean: 2.5"]

@@ -32,6 +32,10 @@ class Logger:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         pass
 
+    def end_round(self, t_env: int) -> None:
+        """Every stat of one log round at ``t_env`` has been logged (the train stats of a log
+        interval): e.g. the console prints its line here. No key order is implied."""
+
     def flush(self) -> None:
         pass
 
@@ -66,6 +70,10 @@ class Loggers(Logger):
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         for lg in self.loggers:
             lg.log_artifact(path, artifact_path)
+
+    def end_round(self, t_env: int) -> None:
+        for lg in self.loggers:
+            lg.end_round(t_env)
 
     def flush(self) -> None:
         for lg in self.loggers:

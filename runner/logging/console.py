@@ -66,7 +66,7 @@ class ProgressDisplay:
 
 @LOGGERS.register("console", config=ConsoleLoggerConfig)
 class ConsoleLogger(Logger):
-    """Prints the latest value of every key logged since the last print, once per log interval."""
+    """Prints the latest value of every key logged since the last print, at the end of each log round."""
 
     def __init__(self, cfg: ConsoleLoggerConfig) -> None:
         self.cfg = cfg
@@ -81,7 +81,9 @@ class ConsoleLogger(Logger):
     def log_stat(self, key: str, value: float, t_env: int) -> None:
         self.latest[key] = (t_env, value)
         self._since_print[key].append(value)
-        if self.cfg.print_stats and key == "episode" and t_env != self._last_print_t:
+
+    def end_round(self, t_env: int) -> None:
+        if self.cfg.print_stats and t_env != self._last_print_t:
             self._print(t_env)
 
     def _print(self, t_env: int) -> None:
