@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 Points = list[tuple[int, float]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,3 +48,24 @@ def fmt(x: float | None) -> str:
     if x is None:
         return "-"
     return f"{x:,.0f}" if abs(x) >= 1e5 else f"{x:.4g}"
+
+
+def latest_per_seed(runs: Sequence[T], key: Callable[[T], Hashable | None], start: Callable[[T], int]
+                    ) -> tuple[list[T], list[list[T]]]:
+    """Runs with the same ``key`` (env, group, seed) are repeats of one experiment, not independent
+    samples: of each such set only the latest (largest ``start``; on a tie, the last given) is kept.
+    Runs whose key is None (no seed tag) are all kept. Returns the kept runs in the given order and
+    each repeated set, oldest first (its last run is the one kept)."""
+    by_key: dict[Hashable, list[int]] = defaultdict(list)
+    for i, r in enumerate(runs):
+        k = key(r)
+        if k is not None:
+            by_key[k].append(i)
+    dropped: set[int] = set()
+    repeats = []
+    for idx in by_key.values():
+        if len(idx) > 1:
+            ordered = sorted(idx, key=lambda i: (start(runs[i]), i))
+            dropped.update(ordered[:-1])
+            repeats.append([runs[i] for i in ordered])
+    return [r for i, r in enumerate(runs) if i not in dropped], repeats

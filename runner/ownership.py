@@ -217,6 +217,7 @@ def close_stale(client: Any, runs: list[Any], max_age_s: float = STALE_AFTER_S, 
 
 # -- a job whose launcher died ----------------------------------------------------------------------
 ORPHANED = threading.Event()
+_WATCHING = False  # the watch thread runs (one per process)
 
 
 def stop_when_orphaned(poll_s: float = 0.5) -> None:
@@ -225,9 +226,10 @@ def stop_when_orphaned(poll_s: float = 0.5) -> None:
     KILLED) instead of training on as an orphan. Sets ORPHANED. Starts a daemon thread once."""
     import signal
 
-    if getattr(stop_when_orphaned, "_started", False):
+    global _WATCHING
+    if _WATCHING:
         return
-    stop_when_orphaned._started = True  # type: ignore[attr-defined]
+    _WATCHING = True
     parent = os.getppid()
 
     def watch() -> None:

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from runner.curves import Points, RunSeries, align_curves, fmt
+from runner.curves import Points, RunSeries, align_curves, fmt, latest_per_seed
 from runner.tracking import retry
 
 N_BOOT = 2000
@@ -88,27 +88,18 @@ def final_value(points: Points) -> float:
 def one_run_per_seed(series: Sequence[RunSeries]) -> tuple[list[RunSeries], list[dict[str, Any]]]:
     """Runs of one env and group that share a seed are repeats of the same experiment, not independent
     samples: only the latest of them (largest start time; on a tie, the last given) is kept for the
-    statistics. Runs without a seed tag (``?``) are all kept. Returns the kept runs (in the given order)
-    and, per repeated seed, ``{env, group, seed, runs, kept: {run_id, run_name}, left_out: [...]}``."""
-    by_key: dict[tuple[str, str, str], list[int]] = defaultdict(list)
-    for i, s in enumerate(series):
-        if s.seed != "?":
-            by_key[(s.env, s.group, s.seed)].append(i)
-    dropped: set[int] = set()
-    repeats = []
-    for (env, group, seed), idx in by_key.items():
-        if len(idx) < 2:
-            continue
-        keep = max(idx, key=lambda i: (series[i].start_time, i))
-        left = [i for i in idx if i != keep]
-        dropped.update(left)
-        repeats.append({
-            "env": env, "group": group, "seed": seed, "runs": len(idx),
-            "kept": {"run_id": series[keep].run_id, "run_name": series[keep].run_name},
-            "left_out": [{"run_id": series[i].run_id, "run_name": series[i].run_name} for i in left],
-        })
+    statistics (:func:`runner.curves.latest_per_seed`). Runs without a seed tag (``?``) are all kept.
+    Returns the kept runs (in the given order) and, per repeated seed,
+    ``{env, group, seed, runs, kept: {run_id, run_name}, left_out: [...]}``."""
+    kept, sets = latest_per_seed(series, lambda s: None if s.seed == "?" else (s.env, s.group, s.seed),
+                                 lambda s: s.start_time)
+    repeats = [{
+        "env": rs[-1].env, "group": rs[-1].group, "seed": rs[-1].seed, "runs": len(rs),
+        "kept": {"run_id": rs[-1].run_id, "run_name": rs[-1].run_name},
+        "left_out": [{"run_id": r.run_id, "run_name": r.run_name} for r in rs[:-1]],
+    } for rs in sets]
     repeats.sort(key=lambda r: (r["env"], r["group"], r["seed"]))
-    return [s for i, s in enumerate(series) if i not in dropped], repeats
+    return kept, repeats
 
 
 def repeat_line(r: dict[str, Any]) -> str:

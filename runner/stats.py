@@ -21,6 +21,8 @@ import sys
 from collections import defaultdict
 from typing import Any
 
+from runner import curves
+
 
 def value_at(history: list[Any], step: int) -> float | None:
     """The last value logged at or before `step`."""
@@ -37,27 +39,18 @@ def quartiles(xs: list[float]) -> tuple[float, float, float]:
 
 def latest_per_seed(runs: list[Any], group: str, group_by: str) -> tuple[list[Any], int]:
     """Of the runs that share an env and a seed, the latest (by start time); runs without a seed tag
-    are all kept. Prints a warning line per repeated seed. Returns the kept runs and how many were
-    left out."""
-    by_key: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    kept = []
-    for r in runs:
-        seed = r.data.tags.get("seed")
-        if seed is None:
-            kept.append(r)
-        else:
-            by_key[(r.data.tags.get("env", "?"), seed)].append(r)
-    left_out = 0
-    for (env, seed), rs in sorted(by_key.items()):
-        rs = sorted(rs, key=lambda r: r.info.start_time or 0)
-        kept.append(rs[-1])
-        if len(rs) > 1:
-            left_out += len(rs) - 1
-            names = ", ".join(f"{r.info.run_name} ({r.info.run_id[:8]})" for r in rs[:-1])
-            print(f"warning: {group_by}={group} on {env}: {len(rs)} runs with seed {seed} are not independent "
-                  f"samples; only the latest, {rs[-1].info.run_name} ({rs[-1].info.run_id[:8]}), is counted; "
-                  f"left out: {names}", file=sys.stderr)
-    return kept, left_out
+    are all kept (:func:`runner.curves.latest_per_seed`, the report's rule). Prints a warning line per
+    repeated seed. Returns the kept runs and how many were left out."""
+    kept, sets = curves.latest_per_seed(
+        runs, lambda r: None if r.data.tags.get("seed") is None else (r.data.tags.get("env", "?"), r.data.tags["seed"]),
+        lambda r: r.info.start_time or 0)
+    for rs in sorted(sets, key=lambda rs: (rs[-1].data.tags.get("env", "?"), rs[-1].data.tags["seed"])):
+        env, seed, last = rs[-1].data.tags.get("env", "?"), rs[-1].data.tags["seed"], rs[-1]
+        names = ", ".join(f"{r.info.run_name} ({r.info.run_id[:8]})" for r in rs[:-1])
+        print(f"warning: {group_by}={group} on {env}: {len(rs)} runs with seed {seed} are not independent "
+              f"samples; only the latest, {last.info.run_name} ({last.info.run_id[:8]}), is counted; "
+              f"left out: {names}", file=sys.stderr)
+    return kept, sum(len(rs) - 1 for rs in sets)
 
 
 def table(client: Any, experiment: str, metric: str, steps: list[int], group_by: str, status: str) -> str:
