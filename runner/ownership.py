@@ -151,7 +151,8 @@ def owner_tags() -> dict[str, str]:
     return {"owner_pid": str(os.getpid()), "owner_host": socket.gethostname(), "heartbeat": f"{time.time():.0f}"}
 
 
-def _who(run: Any) -> str:
+def run_owner(run: Any) -> str:
+    """``pid N on host`` of the process that owned an MLflow run (its owner tags)."""
     tags = run.data.tags
     return f"pid {tags['owner_pid']} on {tags.get('owner_host', '?')}" if tags.get("owner_pid") else "unknown process"
 
@@ -205,7 +206,7 @@ def close_stale(client: Any, runs: list[Any], max_age_s: float = STALE_AFTER_S, 
         reason = stale_reason(run, max_age_s=max_age_s)
         if reason is None:
             continue
-        text = (f"stale: its process ({_who(run)}) ended without setting a final status (SIGKILL, the OOM killer, "
+        text = (f"stale: its process ({run_owner(run)}) ended without setting a final status (SIGKILL, the OOM killer, "
                 f"a power cut?): {reason}; {resume_hint(run)}")
         out.append((run, text))
         if dry_run:

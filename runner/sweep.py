@@ -426,9 +426,8 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
         close_stale_children(client, previous.get("experiment_id") or exp_id, run_id)
         parent = client.get_run(run_id)
         if parent.info.status == "RUNNING":  # we hold the sweep dir: the launcher that left it so is gone
-            t = parent.data.tags
-            print(f"[sweep] the parent run was left RUNNING by an earlier launcher (pid {t.get('owner_pid', '?')} "
-                  f"on {t.get('owner_host', '?')}) that ended without a final status", file=sys.stderr)
+            print(f"[sweep] the parent run was left RUNNING by an earlier launcher ({ownership.run_owner(parent)}) "
+                  "that ended without a final status", file=sys.stderr)
         tracking.retry(client.update_run, run_id, status="RUNNING")
         for key, value in ownership.owner_tags().items():
             tracking.retry(client.set_tag, run_id, key, value)

@@ -356,8 +356,7 @@ class MLflowLogger(Logger):
             self.run_id = resume_id
             run = self._call(c.get_run, resume_id, budget=b)
             if run.info.status == "RUNNING":  # we hold the run dir's lock: its last owner died without a status
-                prev = run.data.tags
-                note = (f"the last attempt (pid {prev.get('owner_pid', '?')} on {prev.get('owner_host', '?')}) "
+                note = (f"the last attempt ({ownership.run_owner(run)}) "
                         "ended without a final status (SIGKILL, OOM, power loss?)")
                 warn(f"MLflow run {resume_id} was still marked RUNNING: {note}; continuing it")
                 self._call(c.set_tag, resume_id, "previous_attempt", note, budget=b)
