@@ -54,7 +54,7 @@ test-fast: install ## the test suite without the slow tests
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: install ## throughput benchmark -> outputs/bench/bench.{md,json}, table in docs/performance.md
-	$(PY) -m runner.bench
+	$(PY) -m runner.tools bench
 
 bench-routerl: install-routerl ## seconds per simulated RouteRL day, TraCI vs libsumo
 	$(VENV_RL)/bin/python -m envs.routerl_env
@@ -72,7 +72,7 @@ server: install ## MLflow tracking server on http://127.0.0.1:5000 (PORT=...), S
 		--serve-artifacts --artifacts-destination $(CURDIR)/outputs/server/mlartifacts
 
 report: install ## curves + stats tables of MLflow runs -> outputs/report/ (REPORT_ARGS="--parent ID ...")
-	$(PY) -m runner.report $(REPORT_ARGS)
+	$(PY) -m runner.tools report $(REPORT_ARGS)
 
 lint: install ## ruff, import-linter (contracts in pyproject.toml), mypy
 	$(VENV)/bin/ruff check runner modules envs tests

@@ -31,11 +31,12 @@ This module imports neither torch nor any env package: it runs inside env worker
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from envs.base import EnvConfig, EnvSpec
+from runner.contracts import DISCRETE, STATE
 from runner.errors import ConfigError, check_range
 
 
@@ -77,7 +78,7 @@ TIME_LIMIT_MODES = ("truncated", "terminated", "env")
 
 def check_adapter_config(cfg: Any) -> list[str]:
     """Checks shared by every adapted env (keys are under ``env.``)."""
-    env, errs = cfg.env, []
+    env, errs = cfg, []
     for key, allowed in (("state", STATE_MODES), ("reward", REWARD_MODES), ("time_limit", TIME_LIMIT_MODES)):
         if env[key] not in allowed:
             errs.append(f"env.{key}={env[key]} is invalid: must be one of {', '.join(allowed)}")
@@ -90,7 +91,21 @@ def check_adapter_config(cfg: Any) -> list[str]:
 
 class AdapterEnv:
     """Base of the registered adapted envs. They are not batched natively: a runner builds copies
-    with :meth:`make_single` and steps them in a vector env (:mod:`envs.vector`)."""
+    with :meth:`make_single` and steps them in a vector env (:mod:`envs.vector`). The contract of a
+    registered env class (see :mod:`runner.contracts`): ``natively_batched``, ``provides``,
+    ``requires``, ``reports_agent_returns``, ``check_config(cfg)`` of its own config node and
+    ``one_copy_per_process(cfg)``."""
+
+    natively_batched: ClassVar[bool] = False
+    provides: ClassVar[frozenset[str]] = frozenset({DISCRETE.name, STATE.name})
+    requires: ClassVar[frozenset[str]] = frozenset()
+    reports_agent_returns: ClassVar[bool] = True
+    """``env.agent_returns`` exists: with agent groups, each agent's own return is reported."""
+
+    @classmethod
+    def one_copy_per_process(cls, cfg: Any) -> tuple[str, str] | None:
+        """(why, what else to do) when every copy needs a process of its own (e.g. libsumo); else None."""
+        return None
 
     @classmethod
     def make_parallel(cls, cfg: Any) -> Any:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from omegaconf import MISSING
+
+from runner.contracts import DISCRETE, STATE
 
 if TYPE_CHECKING:  # torch stays out of env worker processes, which import this module
     import torch
@@ -80,7 +82,19 @@ class QPoint(NamedTuple):
 
 
 class VecEnv(ABC):
-    """B copies of an env, stepped together. Subclasses set ``self.spec`` in __init__."""
+    """B copies of an env, stepped together. Subclasses set ``self.spec`` in __init__.
+
+    A registered VecEnv class is natively batched (the runner builds it with ``n_envs`` copies);
+    it declares what it provides (see :mod:`runner.contracts`)."""
+
+    natively_batched: ClassVar[bool] = True
+    provides: ClassVar[frozenset[str]] = frozenset({DISCRETE.name, STATE.name})
+    requires: ClassVar[frozenset[str]] = frozenset()
+    reports_agent_returns: ClassVar[bool] = False
+
+    @classmethod
+    def one_copy_per_process(cls, cfg: Any) -> tuple[str, str] | None:
+        return None
 
     spec: EnvSpec
     n_envs: int
@@ -113,5 +127,6 @@ class VecEnv(ABC):
 
     @classmethod
     def check_config(cls, cfg: Any) -> list[str]:
-        """Config errors this env can detect before the run starts (strings naming key and value)."""
+        """Config errors this env can detect in its own config node (``env``) before the run starts
+        (strings naming key and value)."""
         return []

@@ -134,15 +134,15 @@ class GymnasiumEnv(AdapterEnv):
         try:
             import gymnasium
         except ImportError:
-            return [*errs, f"env '{cfg.env.label}' needs gymnasium: {INSTALL_HINT}"]
-        module, env_id = _split_key(cfg.env.key)
+            return [*errs, f"env '{cfg.label}' needs gymnasium: {INSTALL_HINT}"]
+        module, env_id = _split_key(cfg.key)
         if module:
             try:
                 importlib.import_module(module)
             except ImportError as exc:
-                return [*errs, f"env.key={cfg.env.key} cannot be imported ({exc}): {INSTALL_HINT}"]
+                return [*errs, f"env.key={cfg.key} cannot be imported ({exc}): {INSTALL_HINT}"]
         if env_id not in gymnasium.registry:
             close = sorted(k for k in gymnasium.registry if env_id.split("-")[0].lower() in k.lower())[:8]
             hint = f" Similar ids: {', '.join(close)}" if close else ""
-            errs.append(f"env.key={cfg.env.key} is invalid: Gymnasium has no env '{env_id}'.{hint}")
+            errs.append(f"env.key={cfg.key} is invalid: Gymnasium has no env '{env_id}'.{hint}")
         return errs

@@ -64,11 +64,11 @@ class TwoStepGame(VecEnv):
     @classmethod
     def check_config(cls, cfg: Any) -> list[str]:
         errs = []
-        p = _plain(cfg.env.payoff_2b)
+        p = _plain(cfg.payoff_2b)
         if _payoff_shape(p) != (2, 2):
             errs.append(f"env.payoff_2b={p} is invalid: must be a 2x2 matrix of numbers")
-        if cfg.env.bystanders < 0:
-            errs.append(f"env.bystanders={cfg.env.bystanders} is invalid: must be >= 0")
+        if cfg.bystanders < 0:
+            errs.append(f"env.bystanders={cfg.bystanders} is invalid: must be >= 0")
         return errs
 
     def _observe(self) -> Observation:
@@ -159,7 +159,7 @@ class MatrixGame(VecEnv):
 
     @classmethod
     def check_config(cls, cfg: Any) -> list[str]:
-        payoff = cls.payoff_of(cfg.env)
+        payoff = cls.payoff_of(cfg)
         errs = _check_steps(cfg)
         if _payoff_shape(payoff) is None:
             errs.append(
@@ -188,8 +188,8 @@ class MatrixGame(VecEnv):
 
 
 def _check_steps(cfg: Any) -> list[str]:
-    if cfg.env.steps < 1:
-        return [f"env.steps={cfg.env.steps} is invalid: must be >= 1"]
+    if cfg.steps < 1:
+        return [f"env.steps={cfg.steps} is invalid: must be >= 1"]
     return []
 
 
@@ -232,6 +232,6 @@ class PenaltyGame(MatrixGame):
     @classmethod
     def check_config(cls, cfg: Any) -> list[str]:
         errs = _check_steps(cfg)
-        if cfg.env.k > 0:
-            errs.append(f"env.k={cfg.env.k} is invalid: the penalty must be <= 0")
+        if cfg.k > 0:
+            errs.append(f"env.k={cfg.k} is invalid: the penalty must be <= 0")
         return errs

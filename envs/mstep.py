@@ -49,7 +49,7 @@ class MStepGame(VecEnv):
 
     @classmethod
     def check_config(cls, cfg: Any) -> list[str]:
-        return [f"env.m={cfg.env.m} is invalid: must be >= 2"] if cfg.env.m < 2 else []
+        return [f"env.m={cfg.m} is invalid: must be >= 2"] if cfg.m < 2 else []
 
     def _observe(self) -> Observation:
         state = torch.cat([self._step_eye[self.t], self._branch_eye[self.branch]], -1)

@@ -111,7 +111,7 @@ class PettingZooEnv(AdapterEnv):
 
     @classmethod
     def check_config(cls, cfg: Any) -> list[str]:
-        errs = check_adapter_config(cfg) + check_factory(cfg.env.factory, "env.factory")
-        if cfg.env.aec not in AEC_MODES:
-            errs.append(f"env.aec={cfg.env.aec} is invalid: must be one of {', '.join(AEC_MODES)}")
+        errs = check_adapter_config(cfg) + check_factory(cfg.factory, "env.factory")
+        if cfg.aec not in AEC_MODES:
+            errs.append(f"env.aec={cfg.aec} is invalid: must be one of {', '.join(AEC_MODES)}")
         return errs

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -89,7 +88,7 @@ def make_config(name: str, **kwargs: Any) -> EnvConfig:
     required = [opt for opt in options if isinstance(getattr(cfg, opt), str) and getattr(cfg, opt) == MISSING]
     if required:
         raise ValueError(f"matrix game '{name}' needs option(s): {', '.join(required)}")
-    errors = ENVS.get(name).check_config(SimpleNamespace(env=cfg))  # check_config reads cfg.env
+    errors = ENVS.get(name).check_config(cfg)
     if errors:
         raise ValueError(f"matrix game '{name}': {'; '.join(errors)}")
     return cfg

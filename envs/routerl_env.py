@@ -97,7 +97,7 @@ class RouteRLConfig(AdapterConfig):
 
 
 def check_config(cfg: Any) -> list[str]:
-    env, errs = cfg.env, check_adapter_config(cfg)
+    env, errs = cfg, check_adapter_config(cfg)
     if env.network not in NETWORKS:
         errs.append(f"env.network={env.network!r} is invalid: must be one of {', '.join(NETWORKS)} (RouteRL's bundled networks)")
     check_range(errs, "env.agents", env.agents, 1, float("inf"))
@@ -107,16 +107,6 @@ def check_config(cfg: Any) -> list[str]:
     check_range(errs, "env.simulation_timesteps", env.simulation_timesteps, 1, float("inf"))
     if env.episode_limit != 1:
         errs.append(f"env.episode_limit={env.episode_limit} is invalid: a RouteRL episode is one day (1 step)")
-    runner = cfg.runner
-    n = runner.get("n_envs", 1)
-    if env.use_libsumo and runner.name != "episode" and n > 1:
-        workers = runner.get("n_workers")
-        if workers is not None and workers != n:
-            errs.append(
-                f"runner.n_workers={workers} is invalid with env.use_libsumo=true: libsumo runs one simulation per "
-                f"process, so each of the runner.n_envs={n} copies needs its own worker (n_workers={n}, or null), "
-                "or use env.use_libsumo=false (TraCI)"
-            )
     try:
         import routerl  # noqa: F401
     except ImportError:
@@ -303,6 +293,12 @@ class RouteRLEnv(AdapterEnv):
     @classmethod
     def check_config(cls, cfg: Any) -> list[str]:
         return check_config(cfg)
+
+    @classmethod
+    def one_copy_per_process(cls, cfg: Any) -> tuple[str, str] | None:
+        if cfg.use_libsumo:
+            return "env.use_libsumo=true: libsumo runs one simulation per process", "or use env.use_libsumo=false (TraCI)"
+        return None
 
 
 def build_days(cfg: Any, seed: int) -> RouteRLDays:

@@ -429,7 +429,7 @@ class SMACv2Env(AdapterEnv):
     @classmethod
     def check_config(cls, cfg: Any) -> list[str]:
         errs = super().check_config(cfg)
-        env = cfg.env
+        env = cfg
         errs += check_capability_config(env.capability_config)
         for key in plain(env.extra_kwargs) or {}:
             if key == "seed":

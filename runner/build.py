@@ -16,9 +16,13 @@ from envs.base import EnvSpec, VecEnv
 from runner import registry
 from runner.buffers.episode import FieldSpec, base_scheme
 from runner.config import typed
+from runner.contracts import GROUPS, STATE, Buffer, Learner, RolloutHooks
+from runner.controllers.grouped import GroupedController
 from runner.errors import ConfigError
+from runner.groups import resolve, whole_team
 from runner.logging.base import Loggers
 from runner.logging.console import console
+from runner.runners.parallel import ParallelRunner
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,10 +42,10 @@ def seed_everything(seed: int) -> None:
 @dataclass
 class Components:
     spec: EnvSpec
-    controller: Any
-    learner: Any
-    buffer: Any
-    runner: Any
+    controller: GroupedController
+    learner: Learner
+    buffer: Buffer
+    runner: ParallelRunner
     loggers: Loggers
     device: torch.device
 
@@ -167,13 +171,13 @@ def _probe_spec(env_cls: Any, env_cfg: Any, seed: int) -> EnvSpec:
 def build(cfg: DictConfig, device: torch.device) -> Components:
     """env -> controller -> learner -> buffer (scheme incl. the components' extra fields) -> runner."""
     env_cfg = typed(cfg.env, registry.ENVS)
-    if cfg.get("groups") is not None and hasattr(env_cfg, "agent_returns"):
-        env_cfg.agent_returns = True  # per-group returns from the agents' own rewards
     env_cls = registry.ENVS.get(env_cfg.name)
+    if cfg.get("groups") is not None and env_cls.reports_agent_returns:
+        env_cfg.agent_returns = True  # per-group returns from the agents' own rewards
     runner_cfg = typed(cfg.runner, registry.RUNNERS)
     runner_cls = registry.RUNNERS.get(runner_cfg.name)
     copies = runner_cls.copies(runner_cfg)
-    if copies >= MANY_COPIES and hasattr(env_cls, "make_single"):  # Python env copies: seconds to minutes
+    if copies >= MANY_COPIES and not env_cls.natively_batched:  # Python env copies: seconds to minutes
         spec = _probe_spec(env_cls, env_cfg, cfg.seed)  # refuse what cannot fit before creating them
         check_memory(cfg, storage_estimate(cfg, base_scheme(spec), spec, copies, device))
         workers = runner_cls.workers(runner_cfg, copies)
@@ -188,33 +192,35 @@ def build(cfg: DictConfig, device: torch.device) -> Components:
         raise
 
 
+def check_spec(cfg: DictConfig, spec: EnvSpec) -> None:
+    """What the chosen parts require of the env that only its spec tells (a global state)."""
+    if spec.state_dim >= 1:
+        return
+    need = [f"{group}={cfg[group].name}" for group in GROUPS
+            if STATE.name in registry.ALL[group].get(cfg[group].name).requires]
+    if need:
+        label = cfg.env.get("label") or cfg.env.name
+        raise ConfigError("; ".join(f"{part} needs {STATE.what}" for part in need) + f": env '{label}' has state_dim 0")
+
+
 def _build_on(cfg: DictConfig, env: VecEnv, runner_cls: Any, device: torch.device) -> Components:
     spec = env.spec
-
-    if cfg.get("groups") is not None:
-        from runner.controllers.grouped import GroupedController
-        from runner.groups import resolve
-
-        groups = resolve(cfg.groups, spec, f"env '{cfg.env.label}'")
-        controller = GroupedController(
-            groups, typed(cfg.controller, registry.CONTROLLERS), typed(cfg.agent, registry.AGENTS), spec, device
-        )
-    else:
-        controller = registry.CONTROLLERS.get(cfg.controller.name)(
-            typed(cfg.controller, registry.CONTROLLERS), typed(cfg.agent, registry.AGENTS), spec, device
-        )
+    check_spec(cfg, spec)
+    # the team of agent groups; without `groups`: the one group of every agent (runner.groups.whole_team)
+    explicit = cfg.get("groups") is not None
+    groups = resolve(cfg.groups, spec, f"env '{cfg.env.label}'") if explicit else [whole_team(spec)]
+    controller = GroupedController(
+        groups, typed(cfg.controller, registry.CONTROLLERS), typed(cfg.agent, registry.AGENTS), spec, device,
+        by_group=explicit,
+    )
     learner = registry.LEARNERS.get(cfg.learner.name)(
         typed(cfg.learner, registry.LEARNERS), controller, typed(cfg.mixer, registry.MIXERS), spec, device
     )
 
     scheme = base_scheme(spec)
-    hooks = []
-    components: tuple[Any, ...] = (controller, learner)
-    for component in components:
-        if hasattr(component, "extra_scheme"):
-            scheme.update(component.extra_scheme())
-        if hasattr(component, "on_episode_start"):
-            hooks.append(component)
+    hooks: list[RolloutHooks] = [controller, learner]
+    for hook in hooks:
+        scheme.update(hook.extra_scheme())
 
     buf_cfg = typed(cfg.buffer, registry.BUFFERS)
     buf_device = device if buf_cfg.device == "auto" else torch.device("cpu")

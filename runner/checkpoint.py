@@ -59,7 +59,7 @@ def _write_error(exc: Exception, run_dir: Path, f: Path, written: int) -> Checkp
     """The CheckpointWriteError for a failed write of ``f`` (None: not a write failure, e.g. an object
     that cannot be saved). The errno comes from the OSError in the chain; without one (torch given a
     path says only "unexpected pos ...") a disk that the partial file had filled is taken as full."""
-    from runner import storage
+    from runner.tracking import storage
 
     err = storage.os_error_in(exc)
     code = err.errno if err is not None else None
@@ -110,7 +110,7 @@ def resolve(path: str | os.PathLike[str]) -> Path:
     if (p / ".hydra").is_dir():  # a run dir: the run stopped before its first checkpoint
         hint = (". The run stopped before writing one: checkpoints are written every save_interval_s seconds "
                 "(default 600) and save_interval env steps of training, at the end and on Ctrl-C/SIGTERM, but a "
-                "kill -9 writes none. If its MLflow run still shows RUNNING, `python -m runner.stale` marks it KILLED")
+                "kill -9 writes none. If its MLflow run still shows RUNNING, `python -m runner.tools stale` marks it KILLED")
     raise CheckpointError(f"no checkpoint in {p}: expected {checkpoint_dir(p)}/step_<t_env>.pt{hint}")
 
 

@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from runner import registry
+from runner.contracts import GROUPS, check_parts
 
 # ConfigError and check_range live in the leaf module runner.errors; re-exported here.
 from runner.errors import ConfigError as ConfigError
@@ -194,25 +195,43 @@ def validate(cfg: DictConfig) -> None:
     from runner.groups import check_config as check_groups
 
     errors.extend(check_groups(cfg))
-    # Component-specific checks live next to the component: `check(cfg) -> list[str]`.
-    for group in ("env", "learner", "mixer", "controller", "agent", "runner", "buffer"):
-        name = cfg[group].get("name")
-        if name in registry.ALL[group]:
-            checker = getattr(registry.ALL[group].get(name), "check_config", None)
-            if checker is not None:
-                errors.extend(checker(cfg))
+    # A component checks its own config node (runner.contracts.Component.check_config) ...
+    for group in GROUPS:
+        errors.extend(registry.ALL[group].get(cfg[group].name).check_config(cfg[group]))
     for lname in cfg.logger or {}:  # e.g. an optional package missing, a tracking server down
-        checker = getattr(registry.LOGGERS.get(lname), "check_config", None)
-        if checker is not None:
-            errors.extend(checker(cfg))
+        errors.extend(registry.LOGGERS.get(lname).check_config(cfg.logger[lname]))
+    # ... and the rules between components live here: declared capabilities, then sizes.
+    errors.extend(check_combination(cfg))
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+
+
+def check_combination(cfg: DictConfig) -> list[str]:
+    """The chosen parts fit together: every capability one requires, another provides (see
+    :mod:`runner.contracts`); a sampled batch and a rollout fit in the buffer; an env whose copies
+    each need a process of their own gets one worker per copy."""
+    chosen = {group: (cfg[group].name, registry.ALL[group].get(cfg[group].name)) for group in GROUPS}
+    errors = check_parts(chosen, registry.ALL)
+    size = cfg.buffer.get("buffer_size")
+    if size is not None and size >= 1:
+        if cfg.learner.get("batch_size", 0) > size:
+            errors.append(invalid("learner.batch_size", cfg.learner.batch_size, f"larger than buffer.buffer_size={size}"))
+        n = cfg.runner.get("n_envs", 1)
+        if n > size and cfg.runner.name != "episode":
+            errors.append(invalid("runner.n_envs", n, f"larger than buffer.buffer_size={size}"))
+    one_each = chosen["env"][1].one_copy_per_process(cfg.env)
+    n, workers = cfg.runner.get("n_envs", 1), cfg.runner.get("n_workers")
+    if one_each is not None and cfg.runner.name != "episode" and n > 1 and workers is not None and workers != n:
+        why, instead = one_each
+        errors.append(f"runner.n_workers={workers} is invalid with {why}, so each of the runner.n_envs={n} copies "
+                      f"needs its own worker (n_workers={n}, or null), {instead}")
+    return errors
 
 
 def _check_benchmark(bench: Any) -> list[str]:
     from runner.benchmarks import available
 
-    if not hasattr(bench, "keys") or not bench.get("name"):
+    if not isinstance(bench, (dict, DictConfig)) or not bench.get("name"):
         return [f"benchmark={bench!r} is invalid: set it with +benchmark=<name> ({', '.join(available_options('benchmark'))})"]
     pub = bench.get("published")
     if pub is not None and pub not in available():
@@ -222,11 +241,11 @@ def _check_benchmark(bench: Any) -> list[str]:
 
 def _unknown_keys(prefix: str, node: Any, cls: type | None, what: str) -> list[str]:
     """Keys added with +group.key=... that the component's schema does not have."""
-    if cls is None or not hasattr(node, "keys"):
+    if cls is None or not isinstance(node, (dict, DictConfig)):
         return []
     known = {f.name for f in fields(cls)}
     return [
-        f"unknown key '{prefix}.{k}' for {what}. Valid keys: {', '.join(sorted(known))}"
+        f"unknown key '{prefix}.{k!s}' for {what}. Valid keys: {', '.join(sorted(known))}"
         for k in node
         if k not in known
     ]

@@ -1,11 +1,14 @@
-"""Learning curves of runs, as the report and the benchmark comparison both read them (pure: numpy only)."""
+"""Learning curves of runs, as the report and the benchmark comparison both read them (numpy), and
+drawn: the learning curve of one run, written at the end of training, and any metrics of runs
+(matplotlib, headless, imported only to draw)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -69,3 +72,32 @@ def latest_per_seed(runs: Sequence[T], key: Callable[[T], Hashable | None], star
             dropped.update(ordered[:-1])
             repeats.append([runs[i] for i in ordered])
     return [r for i, r in enumerate(runs) if i not in dropped], repeats
+
+
+def learning_curve(curves: dict[str, list[list[float]]], title: str, path: Path) -> Path:
+    series = {k: curves[k] for k in ("return_mean", "test_return_mean") if curves.get(k)}
+    return metrics_figure(series, title, "t_env", "episode return", path, styles={"test_return_mean": "-o"})
+
+
+def metrics_figure(
+    series: dict[str, Any], title: str, xlabel: str, ylabel: str, path: Path, styles: dict[str, str] | None = None
+) -> Path:
+    """One line per named series of (step, value) points (``styles``: matplotlib format per name, default "-")."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for name, pts in series.items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], (styles or {}).get(name, "-"), ms=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -21,13 +21,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from runner import checkpoint, ownership
+from runner import checkpoint
 from runner.build import Components, build, resolve_device, seed_everything
 from runner.config import validate
 from runner.learners.base import NonFiniteLossError
 from runner.logging.base import RunInfo
 from runner.logging.console import ProgressDisplay, console, q_table, summary_table
 from runner.runners.parallel import RolloutAborted
+from runner.tracking import ownership
 
 EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -128,7 +129,7 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 class Experiment:
     def __init__(self, cfg: DictConfig, comps: Components, run_dir: Path, stop: StopRequest) -> None:
-        self.cfg, self.c, self.run_dir, self.stop = cfg, comps, run_dir, stop
+        self.cfg, self.comps, self.run_dir, self.stop = cfg, comps, run_dir, stop
         self.state = LoopState()
         self.started_at = 0  # t_env when this process took over (resume)
         self.startup_s: float | None = None  # process start -> first env step
@@ -139,8 +140,8 @@ class Experiment:
         """Greedy test episodes, logged as test_*. Components may ask for more test phases with
         ``test_variants() -> [(suffix, n_episodes or None)]`` and ``set_test_variant(suffix)``:
         their stats are logged as test_*<suffix> (e.g. MAVEN's test_return_mean_z3)."""
-        c, s = self.c, self.state
-        hooks = [h for h in c.runner.hooks if hasattr(h, "test_variants")]
+        comps, state = self.comps, self.state
+        hooks = comps.runner.hooks  # the controller and the learner (runner.contracts.RolloutHooks)
         variants = [("", self.cfg.test_nepisodes)] + [v for h in hooks for v in h.test_variants()]
         stats: dict[str, float] = {}
         try:
@@ -151,10 +152,10 @@ class Experiment:
         finally:
             for h in hooks:
                 h.set_test_variant("")
-        c.loggers.log_stats(stats, s.t_env)
-        s.curves.setdefault("test_return_mean", []).append([s.t_env, stats["test_return_mean"]])
-        s.latest.update(stats)
-        s.last_test_t = s.t_env
+        comps.loggers.log_stats(stats, state.t_env)
+        state.curves.setdefault("test_return_mean", []).append([state.t_env, stats["test_return_mean"]])
+        state.latest.update(stats)
+        state.last_test_t = state.t_env
         return stats
 
     def _test_episodes(self, suffix: str, n: int) -> dict[str, float]:
@@ -162,7 +163,7 @@ class Experiment:
         lengths: list[float] = []
         env_stats: dict[str, list[float]] = {}
         while len(returns) < n:
-            r = self.c.runner.run(self.state.t_env, test_mode=True)
+            r = self.comps.runner.run(self.state.t_env, test_mode=True)
             take = min(n - len(returns), len(r.returns))
             returns += r.returns[:take].tolist()
             lengths += r.lengths[:take].float().tolist()
@@ -175,75 +176,75 @@ class Experiment:
         return stats
 
     def log_train(self) -> None:
-        s = self.state
-        if not s.train_returns:
+        state = self.state
+        if not state.train_returns:
             return
-        mean, std = _mean_std(s.train_returns)
+        mean, std = _mean_std(state.train_returns)
         stats = {
             "return_mean": mean,
             "return_std": std,
-            "ep_length_mean": _mean_std(s.train_lengths)[0],
-            "epsilon": self.c.controller.epsilon(s.t_env),
+            "ep_length_mean": _mean_std(state.train_lengths)[0],
+            "epsilon": self.comps.controller.epsilon(state.t_env),
         }
-        stats.update({f"{k}_mean": _mean_std(v)[0] for k, v in s.env_stats.items()})
-        stats["episode"] = float(s.episode)
-        self.c.loggers.log_stats(stats, s.t_env)
-        self.c.loggers.end_round(s.t_env)
-        s.curves.setdefault("return_mean", []).append([s.t_env, mean])
-        s.latest.update(stats)
-        s.train_returns, s.train_lengths, s.env_stats = [], [], {}
-        s.last_log_t = s.t_env
+        stats.update({f"{k}_mean": _mean_std(v)[0] for k, v in state.env_stats.items()})
+        stats["episode"] = float(state.episode)
+        self.comps.loggers.log_stats(stats, state.t_env)
+        self.comps.loggers.end_round(state.t_env)
+        state.curves.setdefault("return_mean", []).append([state.t_env, mean])
+        state.latest.update(stats)
+        state.train_returns, state.train_lengths, state.env_stats = [], [], {}
+        state.last_log_t = state.t_env
 
     def train_iteration(self) -> None:
-        c, s, cfg = self.c, self.state, self.cfg
-        r = c.runner.run(s.t_env, test_mode=False)
-        c.buffer.insert(r.batch)
-        s.t_env += r.steps
-        s.episode += len(r.returns)
-        s.train_returns += r.returns.tolist()
-        s.train_lengths += r.lengths.float().tolist()
+        comps, state, cfg = self.comps, self.state, self.cfg
+        r = comps.runner.run(state.t_env, test_mode=False)
+        comps.buffer.insert(r.batch)
+        state.t_env += r.steps
+        state.episode += len(r.returns)
+        state.train_returns += r.returns.tolist()
+        state.train_lengths += r.lengths.float().tolist()
         for k, v in r.env_stats.items():
-            s.env_stats.setdefault(k, []).extend(v.float().tolist())
+            state.env_stats.setdefault(k, []).extend(v.float().tolist())
         bs = cfg.learner.batch_size
-        if c.buffer.can_sample(bs):
-            stats = c.learner.train(c.buffer.sample(bs).to(c.device), s.t_env, episodes=len(r.returns))
-            if s.last_learner_log_t < 0 or s.t_env - s.last_learner_log_t >= cfg.log_interval:
-                c.loggers.log_stats(stats, s.t_env)
-                s.latest.update(stats)
-                s.last_learner_log_t = s.t_env
-        if s.t_env - s.last_log_t >= cfg.log_interval:
+        if comps.buffer.can_sample(bs):
+            stats = comps.learner.train(comps.buffer.sample(bs).to(comps.device), state.t_env, episodes=len(r.returns))
+            if state.last_learner_log_t < 0 or state.t_env - state.last_learner_log_t >= cfg.log_interval:
+                comps.loggers.log_stats(stats, state.t_env)
+                state.latest.update(stats)
+                state.last_learner_log_t = state.t_env
+        if state.t_env - state.last_log_t >= cfg.log_interval:
             self.log_train()
 
     def train(self) -> bool:
         """The train loop. Returns False if stopped by a signal."""
-        cfg, s = self.cfg, self.state
+        cfg, state = self.cfg, self.state
         self.startup_s = process_age()
-        with ProgressDisplay(cfg.t_max, s.t_env, cfg.progress) as bar:
+        with ProgressDisplay(cfg.t_max, state.t_env, cfg.progress) as bar:
             t0 = self.saved_at = time.monotonic()
-            while s.t_env < cfg.t_max:
+            while state.t_env < cfg.t_max:
                 if self.stop.signum is not None:
-                    s.wall_time += time.monotonic() - t0
+                    state.wall_time += time.monotonic() - t0
                     return False
                 try:
-                    if s.last_test_t < 0 or s.t_env - s.last_test_t >= cfg.test_interval:
+                    if state.last_test_t < 0 or state.t_env - state.last_test_t >= cfg.test_interval:
                         self.test_phase()
                     self.train_iteration()
                 except RolloutAborted as exc:  # a stop request that a long rollout kept waiting
                     console.print(f"[yellow]{exc}: its episodes are not stored (the env copies and RNGs moved on, so a "
                                   "resume from the checkpoint is not bit-identical to an uninterrupted run)", soft_wrap=True)
-                    s.wall_time += time.monotonic() - t0
+                    state.wall_time += time.monotonic() - t0
                     return False
                 now = time.monotonic()
-                if (cfg.save_interval and s.t_env - s.last_save_t >= cfg.save_interval) or (
+                if (cfg.save_interval and state.t_env - state.last_save_t >= cfg.save_interval) or (
                     cfg.save_interval_s and now - self.saved_at >= cfg.save_interval_s
                 ):
                     self.save()
                 elif now - self.flushed_at >= 30.0:  # the loggers' heartbeat and outbox, between logs
-                    self.c.loggers.flush()
+                    self.comps.loggers.flush()
                     self.flushed_at = now
-                bar.update(s.t_env, s.episode, s.latest.get("return_mean"), s.latest.get("test_return_mean"))
-            s.wall_time += time.monotonic() - t0
-        if s.last_test_t != s.t_env:
+                bar.update(state.t_env, state.episode, state.latest.get("return_mean"), state.latest.get("test_return_mean"))
+            state.wall_time += time.monotonic() - t0
+        if state.last_test_t != state.t_env:
             try:
                 self.test_phase()
             except RolloutAborted as exc:
@@ -254,17 +255,17 @@ class Experiment:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self) -> Path:
-        s = self.state
-        s.last_save_t = s.t_env
+        state = self.state
+        state.last_save_t = state.t_env
         data = {
             "config": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
-            "loop": asdict(s),
-            "learner": self.c.learner.state_dict(),
-            "buffer": self.c.buffer.state_dict() if self.cfg.checkpoint_buffer else None,
-            "rng": checkpoint.rng_state(self.c.env.get_rng_state()),
-            "loggers": self.c.loggers.state(),
+            "loop": asdict(state),
+            "learner": self.comps.learner.state_dict(),
+            "buffer": self.comps.buffer.state_dict() if self.cfg.checkpoint_buffer else None,
+            "rng": checkpoint.rng_state(self.comps.env.get_rng_state()),
+            "loggers": self.comps.loggers.state(),
         }
-        self.c.loggers.flush()
+        self.comps.loggers.flush()
         self.saved_at = self.flushed_at = time.monotonic()
         return checkpoint.save(self.run_dir, data, keep=self.cfg.checkpoint_keep)
 
@@ -273,16 +274,22 @@ class Experiment:
             raise checkpoint.CheckpointError(
                 f"cannot resume from {ckpt}: it was saved with checkpoint_buffer=false (no replay buffer to continue from)"
             )
-        self.c.buffer.load_state_dict(data["buffer"])
+        self.comps.buffer.load_state_dict(data["buffer"])
         self.state = LoopState(**data["loop"])
         checkpoint.set_rng_state(data["rng"])
-        self.c.env.set_rng_state(data["rng"]["env"])
+        self.comps.env.set_rng_state(data["rng"]["env"])
 
     # -- outputs -------------------------------------------------------------------------------
     def q_tables(self) -> list[dict[str, Any]]:
-        if not hasattr(self.c.learner, "q_table") or not self.c.controller.supports_q_tables:
+        if not self.comps.controller.supports_q_tables:
             return []
-        return [{"state": p.label, **self.c.learner.q_table(p.obs, p.state, p.avail_actions)} for p in self.c.env.q_points()]
+        tables = []
+        for p in self.comps.env.q_points():
+            values = self.comps.learner.q_table(p.obs, p.state, p.avail_actions)
+            if values is None:  # a learner without Q tables
+                return []
+            tables.append({"state": p.label, **values})
+        return tables
 
     def print_summary(self, title: str, tables: list[dict[str, Any]], extra: dict[str, Any]) -> None:
         rows = {**extra}
@@ -300,7 +307,7 @@ class Experiment:
         if tables and self.cfg.learner.get("standardise_rewards"):
             console.print("[dim]Q-values are in standardised reward units (learner.standardise_rewards=true; "
                           "false learns them in reward units)")
-        for line in self.c.loggers.describe():
+        for line in self.comps.loggers.describe():
             console.print(line)
 
 
@@ -430,54 +437,54 @@ def _run_owned(cfg: DictConfig, resolved: dict[str, Any], device: torch.device, 
 
 
 def _train(exp: Experiment) -> RunResult:
-    c, s = exp.c, exp.state
+    comps, state = exp.comps, exp.state
     finished = exp.train()
     ckpt = exp.save()
     if not finished:
-        console.print(f"[yellow]stopped at t_env={s.t_env:,}; checkpoint: {ckpt}")
+        console.print(f"[yellow]stopped at t_env={state.t_env:,}; checkpoint: {ckpt}")
         console.print(f"resume with: python -m runner <same overrides> resume={exp.run_dir}")
-        c.loggers.finish("KILLED", f"stopped by signal {exp.stop.signum} at t_env={s.t_env}")
-        return RunResult("KILLED", s.t_env, dict(s.latest), ckpt, [], exp.run_dir, EXIT_CODES.get(exp.stop.signum or signal.SIGINT, 130))
+        comps.loggers.finish("KILLED", f"stopped by signal {exp.stop.signum} at t_env={state.t_env}")
+        return RunResult("KILLED", state.t_env, dict(state.latest), ckpt, [], exp.run_dir, EXIT_CODES.get(exp.stop.signum or signal.SIGINT, 130))
     tables = exp.q_tables()
     artifacts = exp.run_dir / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    from runner.plots import learning_curve
+    from runner.curves import learning_curve
 
-    c.loggers.log_artifact(
-        learning_curve(s.curves, f"{exp.cfg.algo_name} on {exp.cfg.env.label} (seed {exp.cfg.seed})", artifacts / "learning_curve.png")
+    comps.loggers.log_artifact(
+        learning_curve(state.curves, f"{exp.cfg.algo_name} on {exp.cfg.env.label} (seed {exp.cfg.seed})", artifacts / "learning_curve.png")
     )
     if tables:
         (artifacts / "q_tables.json").write_text(json.dumps(tables, indent=1))
-        c.loggers.log_artifact(artifacts / "q_tables.json")
-    c.loggers.log_artifact(ckpt, "checkpoints")
-    steps_per_s = s.t_env / s.wall_time if s.wall_time > 0 else math.nan
+        comps.loggers.log_artifact(artifacts / "q_tables.json")
+    comps.loggers.log_artifact(ckpt, "checkpoints")
+    steps_per_s = state.t_env / state.wall_time if state.wall_time > 0 else math.nan
     exp.print_summary(
         f"{exp.cfg.algo_name} on {exp.cfg.env.label}: finished",
         tables,
-        {"t_env": f"{s.t_env:,}", "episodes": f"{s.episode:,}", "train wall time (s)": round(s.wall_time, 1),
+        {"t_env": f"{state.t_env:,}", "episodes": f"{state.episode:,}", "train wall time (s)": round(state.wall_time, 1),
          "env steps / s": round(steps_per_s), "checkpoint": str(ckpt)}
         | ({"start-up to first env step (s)": round(exp.startup_s, 2)} if exp.startup_s is not None else {}),
     )
-    c.loggers.finish("FINISHED")
-    return RunResult("FINISHED", s.t_env, dict(s.latest), ckpt, tables, exp.run_dir)
+    comps.loggers.finish("FINISHED")
+    return RunResult("FINISHED", state.t_env, dict(state.latest), ckpt, tables, exp.run_dir)
 
 
 def _evaluate(exp: Experiment, ckpt_path: Path | None) -> RunResult:
-    c, s = exp.c, exp.state
+    comps, state = exp.comps, exp.state
     try:
         stats = exp.test_phase()
     except RolloutAborted as exc:  # Ctrl-C during a long evaluation
         console.print(f"[yellow]{exc}: evaluation stopped", soft_wrap=True)
-        c.loggers.finish("KILLED", f"stopped by signal {exp.stop.signum} during the evaluation")
-        return RunResult("KILLED", s.t_env, {}, ckpt_path, [], exp.run_dir, EXIT_CODES.get(exp.stop.signum or signal.SIGINT, 130))
+        comps.loggers.finish("KILLED", f"stopped by signal {exp.stop.signum} during the evaluation")
+        return RunResult("KILLED", state.t_env, {}, ckpt_path, [], exp.run_dir, EXIT_CODES.get(exp.stop.signum or signal.SIGINT, 130))
     tables = exp.q_tables()
     if tables:
         f = exp.run_dir / "artifacts" / "q_tables.json"
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(json.dumps(tables, indent=1))
-        c.loggers.log_artifact(f)
+        comps.loggers.log_artifact(f)
     exp.print_summary(
-        f"evaluation of {ckpt_path}", tables, {"t_env of checkpoint": f"{s.t_env:,}", "test episodes": exp.cfg.test_nepisodes}
+        f"evaluation of {ckpt_path}", tables, {"t_env of checkpoint": f"{state.t_env:,}", "test episodes": exp.cfg.test_nepisodes}
     )
-    c.loggers.finish("FINISHED")
-    return RunResult("FINISHED", s.t_env, stats, ckpt_path, tables, exp.run_dir)
+    comps.loggers.finish("FINISHED")
+    return RunResult("FINISHED", state.t_env, stats, ckpt_path, tables, exp.run_dir)

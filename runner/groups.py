@@ -94,9 +94,13 @@ def check_config(cfg: Any) -> list[str]:
     raw = cfg.get("groups")
     if raw is None:
         return []
-    if cfg.controller.name != "basic":
+    from runner.contracts import AGENT_GROUPS
+    from runner.registry import CONTROLLERS
+
+    name = cfg.controller.name
+    if name in CONTROLLERS and AGENT_GROUPS.name not in CONTROLLERS.get(name).provides:
         return [
-            f"groups are not supported with controller '{cfg.controller.name}': it acts for the whole team "
+            f"groups are not supported with controller '{name}': it acts for the whole team "
             "(use controller=basic, e.g. +algo=qmix)"
         ]
     groups = normalise(raw)
@@ -185,6 +189,13 @@ def _match(pattern: str, ids: tuple[str, ...]) -> list[str]:
     if any(c in pattern for c in "*?["):
         return [a for a in ids if fnmatch.fnmatchcase(a, pattern)]
     return [pattern] if pattern in ids else []
+
+
+def whole_team(spec: EnvSpec) -> Group:
+    """The one group of a run without ``groups``: every agent, one shared network, the env's
+    (padded) observation and action sizes, so agents of different shapes may share it."""
+    return Group("all", spec.agent_ids, tuple(range(spec.n_agents)), "learn", spec.obs_dim, spec.n_actions,
+                 {"agents": "all"})
 
 
 def resolve(raw: Any, spec: EnvSpec, env_label: str = "the env") -> list[Group]:

@@ -10,16 +10,44 @@ other keys are constructor arguments) and called once per step for the group's a
 - ``t``: the step of the episode (0 at reset);
 - returns integer actions [B, n], each available.
 
-An optional ``reset(batch_size)`` is called at the start of every batch of episodes. Scripted
-policies run in the main process under ``torch.no_grad()`` and never learn.
+A class that needs to know when a batch of episodes starts subclasses :class:`ScriptedPolicy`
+and overrides ``reset(batch_size)``; a plain callable is wrapped in one. Scripted policies run in
+the main process under ``torch.no_grad()`` and never learn.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 
-class ConstantAction:
+class ScriptedPolicy:
+    """The contract of a scripted policy: ``__call__(obs, avail, t) -> actions`` and
+    ``reset(batch_size)`` (a no-op by default)."""
+
+    def __call__(self, obs: torch.Tensor, avail: torch.Tensor, t: int) -> Any:
+        raise NotImplementedError
+
+    def reset(self, batch_size: int) -> None:
+        """A new batch of ``batch_size`` episodes starts."""
+
+    @staticmethod
+    def wrap(policy: Any) -> ScriptedPolicy:
+        """``policy`` itself when it is a ScriptedPolicy, else a ScriptedPolicy that calls it."""
+        return policy if isinstance(policy, ScriptedPolicy) else _CallablePolicy(policy)
+
+
+class _CallablePolicy(ScriptedPolicy):
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor, int], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, obs: torch.Tensor, avail: torch.Tensor, t: int) -> Any:
+        return self.fn(obs, avail, t)
+
+
+class ConstantAction(ScriptedPolicy):
     """Always the same action (e.g. a teammate that never moves), where it is available; otherwise
     the first available action."""
 
@@ -35,7 +63,7 @@ class ConstantAction:
         return torch.where(avail[..., self.action], torch.full_like(first, self.action), first)
 
 
-class Cycle:
+class Cycle(ScriptedPolicy):
     """Actions 0, 1, ..., k-1, 0, ... by step of the episode (where available; else the first
     available action): a deterministic but non-constant teammate."""
 

@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 from runner.benchmarks import compare, load_published, paper_stats, render_markdown, t_halfwidth
 from runner.build import build
 from runner.config import ConfigError, validate
+from runner.curves import RunSeries
 from runner.learners.normalise import RunningMeanStd
-from runner.report import RunSeries
 from tests.conftest import ROOT, compose, runs_of, train
 
 # -- reward standardisation -------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def _jobs(*overrides: str) -> list[list[str]]:
     from hydra.core.global_hydra import GlobalHydra
 
     from runner.config import register_schemas
-    from runner.sweep import basic_sweep_jobs
+    from runner.tools.sweep import basic_sweep_jobs
 
     register_schemas()
     GlobalHydra.instance().clear()
@@ -257,7 +257,7 @@ def test_the_sweep_parent_records_what_varies_once() -> None:
     from hydra.core.global_hydra import GlobalHydra
 
     from runner.config import register_schemas
-    from runner.sweep import varying_overrides
+    from runner.tools.sweep import varying_overrides
 
     register_schemas()
     GlobalHydra.instance().clear()
@@ -345,7 +345,7 @@ def test_report_cli_writes_the_benchmark_table_from_mlflow_runs(tmp_path: Path, 
         train(tmp_path / f"r{seed}", *short, f"seed={seed}")
     runs = runs_of(store, exp_name)
     assert {r.data.tags["benchmark"] for r in runs} == {"epymarl_matrix"}
-    from runner.report import main
+    from runner.tools.report import main
 
     out = tmp_path / "report"
     assert main(["--experiment", exp_name, "--published", "papoudakis2021", "--out", str(out)]) == 0

@@ -306,7 +306,7 @@ def test_layout_names_every_module():
 
 def test_bench_writes_its_table_into_performance_page(tmp_path):
     """`make bench` replaces the table between the markers of docs/performance.md, and only that."""
-    from runner.bench import update_docs
+    from runner.tools.bench import update_docs
 
     page = tmp_path / "performance.md"
     original = page_text(ROOT / "docs" / "performance.md")

@@ -116,7 +116,7 @@ def test_per_z_and_uniform_z_test_returns_are_logged(tmp_path: Path) -> None:
         ("controller.noise_dim=0", "controller.noise_dim=0 is invalid: must be >= 1"),
         ("controller.latent_policy=bandit", "controller.latent_policy='bandit' is invalid: available latent policies: learned, uniform"),
         ("agent=gru", "controller=maven needs a latent-conditioned agent: agent=noise_gru (got agent='gru')"),
-        ("controller=basic", "learner=maven_learner needs controller=maven (got controller='basic')"),
+        ("controller=basic", "learner=maven_learner needs a latent z drawn per episode: controller=maven (got controller='basic')"),
     ],
 )
 def test_maven_bad_input(tmp_path: Path, override: str, message: str) -> None:
@@ -176,7 +176,7 @@ def test_maven_solves_a_short_mstep_game(tmp_path: Path, seed: int) -> None:
 @pytest.mark.parametrize("eps", [0.0, 1.0])
 def test_latent_sampling_modes(eps: float) -> None:
     cfg, c = _maven("runner=parallel", "runner.n_envs=512", f"controller.latent_epsilon={eps}")
-    ctrl = c.controller
+    ctrl = c.controller.member()  # the team's one group: MAVEN's controller
     with torch.no_grad():  # a latent policy that strongly prefers z = 3
         last = ctrl.latent_policy.net[-1]
         last.weight.zero_()

@@ -19,7 +19,8 @@ import pytest
 from conftest import ROOT, runs_of, train
 from mlflow.tracking import MlflowClient
 
-from runner import checkpoint, ownership
+from runner import checkpoint
+from runner.tracking import ownership
 
 PY = sys.executable
 
@@ -44,7 +45,7 @@ def hold_lock(run_dir: Path) -> subprocess.Popen:
     """Another process that owns ``run_dir`` (as a live run would) until it is killed."""
     code = textwrap.dedent(f"""
         import sys
-        from runner import ownership
+        from runner.tracking import ownership
         ownership.acquire({str(run_dir)!r})
         print("held", flush=True)
         sys.stdin.read()
@@ -161,7 +162,7 @@ def test_kill_9_leaves_a_stale_run_that_the_stale_command_and_a_resume_close(tmp
     assert {r.info.status for r in runs.values()} == {"RUNNING"}  # nobody told MLflow
     assert runs["0"].data.tags["owner_pid"] == str(a.pid) and runs["0"].data.tags["heartbeat"]
 
-    cmd = [PY, "-m", "runner.stale", "--experiment", exp_name]
+    cmd = [PY, "-m", "runner.tools", "stale", "--experiment", exp_name]
     dry = subprocess.run([*cmd, "--dry-run"], cwd=tmp_path, env=env_with(store_uri), capture_output=True, text=True)
     assert dry.returncode == 0 and "2 stale runs found in" in dry.stdout
     assert {r.info.status for r in runs_of(store, exp_name)} == {"RUNNING"}
@@ -200,7 +201,7 @@ def test_resume_without_a_checkpoint_says_why(tmp_path: Path) -> None:
         f"no checkpoint in {tmp_path / 'run'}: expected {tmp_path / 'run' / 'checkpoints'}/step_<t_env>.pt. The run "
         "stopped before writing one: checkpoints are written every save_interval_s seconds (default 600) and "
         "save_interval env steps of training, at the end and on Ctrl-C/SIGTERM, but a kill -9 writes none. If its "
-        "MLflow run still shows RUNNING, `python -m runner.stale` marks it KILLED")
+        "MLflow run still shows RUNNING, `python -m runner.tools stale` marks it KILLED")
 
 
 # -- periodic checkpoints ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""runner.report: the statistics, the files it writes, run selection, --parent artifacts and the CLI."""
+"""runner.tools.report: the statistics, the files it writes, run selection, --parent artifacts and the CLI."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from runner import report
-from runner.report import (
+from runner.tools import report
+from runner.tools.report import (
     align_curves,
     bootstrap_ci,
     history_points,
@@ -71,7 +71,7 @@ def make_grid_runs(client: MlflowClient, exp_id: str, parent: str | None = None)
 def run_cli(args: list[str], cwd: Path, store_uri: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": store_uri, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "runner.report", *args],
+        [sys.executable, "-m", "runner.tools", "report", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -300,7 +300,7 @@ def test_cli_parent_report_and_errors(
 
 def test_plots_cli_draws_the_chosen_metrics_of_a_run(tmp_path: Path, store: MlflowClient, exp_name: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from runner import plots
+    from runner.tools import plots
 
     exp_id = store.create_experiment(exp_name)
     run = store.create_run(exp_id, run_name="traffic")
@@ -335,7 +335,7 @@ def make_repeated_seed_runs(client: MlflowClient, exp_id: str) -> list[str]:
 
 
 def test_one_run_per_seed_keeps_the_latest_and_names_the_rest() -> None:
-    from runner.report import RunSeries, one_run_per_seed
+    from runner.tools.report import RunSeries, one_run_per_seed
 
     def rs(run_id: str, group: str, seed: str, start: int, env: str = "grid") -> RunSeries:
         return RunSeries(run_id, f"{group}-{env}-s{seed}", env, group, seed, [(0, 1.0)], start)
@@ -399,7 +399,7 @@ def test_runs_all_of_one_seed_give_one_seed_and_no_interval(
 
 
 def test_stats_counts_distinct_seeds(store: MlflowClient, exp_name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from runner.stats import table
+    from runner.tools.stats import table
 
     exp_id = store.create_experiment(exp_name)
     q0a, q0b, q0c, _ = make_repeated_seed_runs(store, exp_id)
@@ -417,7 +417,7 @@ def test_stats_counts_distinct_seeds(store: MlflowClient, exp_name: str, capsys:
 def test_a_store_that_does_not_exist_is_refused_and_not_created(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from runner import plots, stats
+    from runner.tools import plots, stats
 
     db = tmp_path / "typo" / "mlflow.db"
     uri = f"sqlite:///{db}"

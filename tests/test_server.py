@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from runner.logging.base import RunInfo
 from runner.logging.mlflow_logger import UNSENT_FILE, MLflowLogger, MLflowLoggerConfig
-from runner.tracking import LIVE_HTTP
+from runner.tracking.store import LIVE_HTTP
 from tests.conftest import cli
 
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
@@ -262,9 +262,9 @@ def test_server_down_at_finish_writes_the_unsent_file(tmp_path: Path, server: Se
     assert data["status"] == "FAILED" and data["tags"] == {"error": "RuntimeError: simulator lost"}
     assert data["artifacts"] == [{"path": str(ckpt.resolve()), "artifact_path": "checkpoints"}]
 
-    # later, with the server back: `python -m runner.tracking send-unsent <run_dir>`
+    # later, with the server back: `python -m runner.tools send-unsent <run_dir>`
     server.start()
-    from runner.tracking import main
+    from runner.tools.__main__ import main
 
     unsent = (tmp_path / "down" / UNSENT_FILE).read_text()
     assert main(["send-unsent", str(tmp_path / "down")]) == 0

@@ -25,13 +25,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from runner import checkpoint, storage
+from runner import checkpoint
 from runner.checkpoint import CheckpointError, CheckpointWriteError
 from runner.experiment import run
 from runner.logging.base import Logger, RunInfo
 from runner.logging.mlflow_logger import UNSENT_FILE, MLflowLogger, MLflowLoggerConfig
 from runner.registry import LOGGERS
-from runner.tracking import TrackingUnavailable, check_reachable
+from runner.tracking import storage
+from runner.tracking.store import TrackingUnavailable, check_reachable
 from tests.conftest import cli, compose, runs_of
 
 BASE = ["+algo=qmix", "+env=twostep", "t_max=400", "test_interval=200", "log_interval=100", "test_nepisodes=4",
@@ -149,7 +150,7 @@ def small_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.
 @pytest.fixture
 def read_only_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest):
     """``read_only_dir(name)``: (path, real): a read-only tmpfs, or a dir where creating files fails
-    with EROFS (injected into runner.storage; ``real`` False)."""
+    with EROFS (injected into runner.tracking.storage; ``real`` False)."""
 
     def make(name: str) -> tuple[Path, bool]:
         path = tmp_path / name
@@ -350,7 +351,7 @@ def test_full_store_keeps_the_outbox_and_the_unsent_file_holds_the_final_status(
         "final status FAILED.",
         f"They are kept in {run_dir / UNSENT_FILE}.",
         "Free some space there, then send them:",
-        f"  python -m runner.tracking send-unsent {run_dir / UNSENT_FILE}",
+        f"  python -m runner.tools send-unsent {run_dir / UNSENT_FILE}",
         bar,
     ]
     data = json.loads((run_dir / UNSENT_FILE).read_text())
@@ -359,7 +360,7 @@ def test_full_store_keeps_the_outbox_and_the_unsent_file_holds_the_final_status(
     assert [(m["step"], m["value"]) for m in data["metrics"]] == [(t, float(t)) for t in range(10, 60, 10)]
 
     disk.free()
-    from runner.tracking import main
+    from runner.tools.__main__ import main
 
     assert main(["send-unsent", str(run_dir)]) == 0
     client = MlflowClient(tracking_uri=uri)
@@ -394,7 +395,7 @@ def test_full_artifact_root_keeps_the_artifacts_and_still_records_the_status(
     assert [p for p in disk.path.rglob("*") if p.is_file() and p != disk.filler] == []  # no partial copy left
 
     disk.free()
-    from runner.tracking import main
+    from runner.tools.__main__ import main
 
     assert main(["send-unsent", str(run_dir)]) == 0
     assert {"learning_curve.png", "q_tables.json", "checkpoints"} <= {a.path for a in store.list_artifacts(mlrun.info.run_id)}

@@ -104,7 +104,7 @@ def test_logger_list_without_mlflow_creates_no_run(tmp_path: Path, store: Mlflow
 
 
 def test_stats_table_aggregates_runs_by_tag(tmp_path: Path, store: MlflowClient, exp_name: str) -> None:
-    from runner.stats import quartiles, table
+    from runner.tools.stats import quartiles, table
 
     for algo in ("qmix", "vdn"):
         for seed in (0, 1, 2):

@@ -9,6 +9,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from modules.agents.grouped import GroupedGRUCell, GroupedLinear
+from runner.contracts import Component
 from runner.registry import AGENTS
 
 
@@ -20,8 +21,9 @@ class GRUAgentConfig:
 
 
 @AGENTS.register("gru", config=GRUAgentConfig)
-class GRUAgent(nn.Module):
+class GRUAgent(nn.Module, Component):
     recurrent = True
+    conditioned = False
 
     def __init__(self, cfg: GRUAgentConfig, input_dim: int, n_actions: int, n_param_groups: int) -> None:
         super().__init__()
@@ -33,8 +35,8 @@ class GRUAgent(nn.Module):
 
     @staticmethod
     def check_config(cfg) -> list[str]:
-        if cfg.agent.hidden_dim < 1:
-            return [f"agent.hidden_dim={cfg.agent.hidden_dim} is invalid: must be >= 1"]
+        if cfg.hidden_dim < 1:
+            return [f"agent.hidden_dim={cfg.hidden_dim} is invalid: must be >= 1"]
         return []
 
     def init_hidden(self, batch_shape: tuple[int, ...]) -> torch.Tensor:

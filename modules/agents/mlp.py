@@ -9,6 +9,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from modules.agents.grouped import GroupedLinear
+from runner.contracts import Component
 from runner.registry import AGENTS
 
 
@@ -23,16 +24,17 @@ class MLPAgentConfig:
     @staticmethod
     def check(cfg) -> list[str]:
         errs = []
-        if cfg.agent.hidden_dim < 1:
-            errs.append(f"agent.hidden_dim={cfg.agent.hidden_dim} is invalid: must be >= 1")
-        if cfg.agent.n_layers < 1:
-            errs.append(f"agent.n_layers={cfg.agent.n_layers} is invalid: must be >= 1")
+        if cfg.hidden_dim < 1:
+            errs.append(f"agent.hidden_dim={cfg.hidden_dim} is invalid: must be >= 1")
+        if cfg.n_layers < 1:
+            errs.append(f"agent.n_layers={cfg.n_layers} is invalid: must be >= 1")
         return errs
 
 
 @AGENTS.register("mlp", config=MLPAgentConfig)
-class MLPAgent(nn.Module):
+class MLPAgent(nn.Module, Component):
     recurrent = False
+    conditioned = False
 
     def __init__(self, cfg: MLPAgentConfig, input_dim: int, n_actions: int, n_param_groups: int) -> None:
         super().__init__()

@@ -14,6 +14,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from modules.agents.grouped import GroupedGRUCell, GroupedLinear
+from runner.contracts import CONDITIONED, LATENT, Component
 from runner.registry import AGENTS
 
 
@@ -27,9 +28,11 @@ class NoiseGRUAgentConfig:
 
 
 @AGENTS.register("noise_gru", config=NoiseGRUAgentConfig)
-class NoiseGRUAgent(nn.Module):
+class NoiseGRUAgent(nn.Module, Component):
     recurrent = True
     conditioned = True
+    provides = frozenset({CONDITIONED.name})
+    requires = frozenset({LATENT.name})
 
     def __init__(
         self, cfg: NoiseGRUAgentConfig, input_dim: int, n_actions: int, n_param_groups: int, cond_dim: int = 0
@@ -48,11 +51,9 @@ class NoiseGRUAgent(nn.Module):
     @staticmethod
     def check_config(cfg) -> list[str]:
         errs = []
-        if cfg.controller.name != "maven":
-            errs.append(f"agent=noise_gru needs controller=maven (got controller={cfg.controller.name!r})")
         for key in ("hidden_dim", "hyper_hidden_dim"):
-            if cfg.agent[key] < 1:
-                errs.append(f"agent.{key}={cfg.agent[key]} is invalid: must be >= 1")
+            if cfg[key] < 1:
+                errs.append(f"agent.{key}={cfg[key]} is invalid: must be >= 1")
         return errs
 
     def init_hidden(self, batch_shape: tuple[int, ...]) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from omegaconf import MISSING
 from torch import nn
 
+from runner.contracts import STATE, Component
 from runner.registry import MIXERS
 
 
@@ -27,7 +28,7 @@ class QMixConfig:
 
     @staticmethod
     def check(cfg) -> list[str]:
-        m, errs = cfg.mixer, []
+        m, errs = cfg, []
         if m.embed_dim < 1:
             errs.append(f"mixer.embed_dim={m.embed_dim} is invalid: must be >= 1")
         if m.hypernet_layers not in (1, 2):
@@ -44,8 +45,9 @@ def _hypernet(layers: int, in_dim: int, hidden: int, out_dim: int) -> nn.Module:
 
 
 @MIXERS.register("qmix", config=QMixConfig)
-class QMixer(nn.Module):
+class QMixer(nn.Module, Component):
     joint = True
+    requires = frozenset({STATE.name})
     check_config = staticmethod(QMixConfig.check)
 
     def __init__(self, cfg: QMixConfig, n_agents: int, state_dim: int) -> None:

@@ -8,6 +8,7 @@ import torch
 from omegaconf import MISSING
 from torch import nn
 
+from runner.contracts import Component
 from runner.registry import MIXERS
 
 
@@ -17,7 +18,7 @@ class NoMixerConfig:
 
 
 @MIXERS.register("none", config=NoMixerConfig)
-class NoMixer(nn.Module):
+class NoMixer(nn.Module, Component):
     """Identity: every agent learns its own Q from the team reward (IQL)."""
 
     joint = False
@@ -35,7 +36,7 @@ class VDNConfig:
 
 
 @MIXERS.register("vdn", config=VDNConfig)
-class VDNMixer(nn.Module):
+class VDNMixer(nn.Module, Component):
     """Value decomposition networks: the sum of the agents' Q-values."""
 
     joint = True

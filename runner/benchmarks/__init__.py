@@ -15,7 +15,7 @@ Intervals are Student-t intervals of the mean over seeds (mean +- t_{0.975, n-1}
 with one seed there is none. A task's ``divide_by`` (MPE: the number of agents, as the paper
 reports MPE returns per agent) divides our returns before they are compared.
 
-    python -m runner.report --parent <sweep run id> --published papoudakis2021
+    python -m runner.tools report --parent <sweep run id> --published papoudakis2021
 """
 
 from __future__ import annotations

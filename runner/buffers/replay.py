@@ -9,6 +9,7 @@ import torch
 from omegaconf import MISSING
 
 from runner.buffers.episode import EpisodeBatch, FieldSpec
+from runner.contracts import OFF_POLICY, Buffer
 from runner.registry import BUFFERS
 
 
@@ -22,7 +23,9 @@ class EpisodeReplayConfig:
 
 
 @BUFFERS.register("episode_replay", config=EpisodeReplayConfig)
-class EpisodeReplayBuffer:
+class EpisodeReplayBuffer(Buffer):
+    provides = frozenset({OFF_POLICY.name})
+
     def __init__(self, cfg: EpisodeReplayConfig, scheme: dict[str, FieldSpec], max_t: int, device: torch.device) -> None:
         self.capacity = cfg.buffer_size
         self.storage = EpisodeBatch.empty(scheme, self.capacity, max_t, device)
@@ -32,15 +35,10 @@ class EpisodeReplayBuffer:
     @staticmethod
     def check_config(cfg: Any) -> list[str]:
         errs = []
-        if cfg.buffer.buffer_size < 1:
-            errs.append(f"buffer.buffer_size={cfg.buffer.buffer_size} is invalid: must be >= 1")
-        elif cfg.learner.batch_size > cfg.buffer.buffer_size:
-            errs.append(
-                f"learner.batch_size={cfg.learner.batch_size} is invalid: larger than "
-                f"buffer.buffer_size={cfg.buffer.buffer_size}"
-            )
-        if cfg.buffer.device not in ("auto", "cpu"):
-            errs.append(f"buffer.device={cfg.buffer.device!r} is invalid: must be auto or cpu")
+        if cfg.buffer_size < 1:
+            errs.append(f"buffer.buffer_size={cfg.buffer_size} is invalid: must be >= 1")
+        if cfg.device not in ("auto", "cpu"):
+            errs.append(f"buffer.device={cfg.device!r} is invalid: must be auto or cpu")
         return errs
 
     def insert(self, batch: EpisodeBatch) -> None:

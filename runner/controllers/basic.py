@@ -18,6 +18,7 @@ from torch import nn
 
 from envs.base import EnvSpec
 from runner.buffers.episode import EpisodeBatch
+from runner.contracts import AGENT_GROUPS, DISCRETE, Controller
 from runner.controllers.schedules import EpsilonSchedule, epsilon_at
 from runner.errors import check_range
 from runner.registry import AGENTS, CONTROLLERS
@@ -46,7 +47,9 @@ class BasicControllerConfig:
 
 
 @CONTROLLERS.register("basic", config=BasicControllerConfig)
-class BasicController(nn.Module):
+class BasicController(nn.Module, Controller):
+    provides = frozenset({AGENT_GROUPS.name})
+    requires = frozenset({DISCRETE.name})
     # buffers and submodules, declared for type checkers (nn.Module's __getattr__ types them Tensor | Module)
     agent_ids: torch.Tensor
     action_eye: torch.Tensor
@@ -75,11 +78,11 @@ class BasicController(nn.Module):
 
     @staticmethod
     def check_config(cfg: Any) -> list[str]:
-        c, errs = cfg.controller, list[str]()
-        check_range(errs, "controller.epsilon_start", c.epsilon_start, 0.0, 1.0)
-        check_range(errs, "controller.epsilon_finish", c.epsilon_finish, 0.0, 1.0)
-        if c.epsilon_anneal_time < 0:
-            errs.append(f"controller.epsilon_anneal_time={c.epsilon_anneal_time} is invalid: must be >= 0")
+        errs = list[str]()
+        check_range(errs, "controller.epsilon_start", cfg.epsilon_start, 0.0, 1.0)
+        check_range(errs, "controller.epsilon_finish", cfg.epsilon_finish, 0.0, 1.0)
+        if cfg.epsilon_anneal_time < 0:
+            errs.append(f"controller.epsilon_anneal_time={cfg.epsilon_anneal_time} is invalid: must be >= 0")
         return errs
 
     # -- inputs -------------------------------------------------------------------------------
@@ -104,8 +107,8 @@ class BasicController(nn.Module):
         self.hidden = self.agent.init_hidden((batch_size, self.spec.n_agents))
 
     def epsilon(self, t_env: int) -> float:
-        c = self.cfg
-        return epsilon_at(t_env, c.epsilon_start, c.epsilon_finish, c.epsilon_anneal_time, c.epsilon_schedule)
+        cfg = self.cfg
+        return epsilon_at(t_env, cfg.epsilon_start, cfg.epsilon_finish, cfg.epsilon_anneal_time, cfg.epsilon_schedule)
 
     @torch.no_grad()
     def select_actions(self, batch: EpisodeBatch, t: int, t_env: int, test_mode: bool) -> torch.Tensor:

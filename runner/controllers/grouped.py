@@ -1,10 +1,18 @@
-"""A controller per agent group (see :mod:`runner.groups`), behind the one-controller interface.
+"""The team: a controller per agent group (see :mod:`runner.groups`), behind the one-controller
+interface. Every run goes through it: a run without ``groups`` is the one group ``all`` of
+:func:`runner.groups.whole_team` (every agent, one shared network).
 
-Every learning group has its own :class:`BasicController` (parameters shared inside the group,
-separate across groups; with its own observation and action sizes). Fixed groups act randomly
-or by a scripted policy, frozen groups act greedily with a network loaded from an earlier run's
-checkpoint. The learner trains ``agent`` (the learning groups' networks) and mixes the Q-values
-of the learning agents only (``learn_idx``): the other agents are part of the environment.
+Every learning group has its own controller from the controller registry (``controller=basic`` or
+``maven``; parameters shared inside the group, separate across groups; with the group's own
+observation and action sizes). Fixed groups act randomly or by a scripted policy, frozen groups
+act greedily with a network loaded from an earlier run's checkpoint. The learner trains ``agent``
+and mixes the Q-values of the learning agents only (``learn_idx``): the other agents are part of
+the environment.
+
+``agent`` is the learning groups' networks by group name (an ``nn.ModuleDict``) when ``groups`` is
+configured, and the one network itself without it: the layout of the learner's checkpoints, which
+is unchanged from before the team was the only path. The team of one group that learns every agent
+hands the whole batch to its controller (no view, no scatter): the default path costs one call.
 """
 
 from __future__ import annotations
@@ -16,10 +24,12 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from envs.base import EnvSpec
-from runner.buffers.episode import EpisodeBatch
-from runner.controllers.basic import BasicController
+from envs.base import EnvSpec, Observation
+from runner.buffers.episode import EpisodeBatch, FieldSpec
+from runner.contracts import Controller
 from runner.groups import Group
+from runner.policies import ScriptedPolicy
+from runner.registry import CONTROLLERS
 
 
 class GroupView:
@@ -60,44 +70,79 @@ def _with_overrides(base: Any, overrides: dict[str, Any] | None) -> Any:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), overrides))
 
 
-class GroupedController(nn.Module):
-    supports_q_tables = True
-    learn_idx: torch.Tensor  # a buffer, declared for type checkers
-
-    def __init__(self, groups: list[Group], ctrl_cfg: Any, agent_cfg: Any, spec: EnvSpec, device: torch.device) -> None:
+class GroupedController(nn.Module, Controller):
+    def __init__(self, groups: list[Group], ctrl_cfg: Any, agent_cfg: Any, spec: EnvSpec, device: torch.device,
+                 by_group: bool = True) -> None:
         super().__init__()
         self.groups, self.spec, self.cfg = groups, spec, ctrl_cfg
-        self.nets: Any = nn.ModuleDict()  # learning and frozen groups' controllers (BasicController by group name)
+        self.nets: Any = nn.ModuleDict()  # learning and frozen groups' controllers by group name
         self.scripted: dict[str, Any] = {}
         self.sel = {g.name: _selector(g.index, device) for g in groups}
+        g0 = groups[0]
+        # one learning group of every agent, in order, at the env's sizes: its controller sees the whole batch
+        self.whole = (len(groups) == 1 and g0.learns and g0.index == tuple(range(spec.n_agents))
+                      and g0.obs_dim == spec.obs_dim and g0.n_actions == spec.n_actions)
         for g in groups:
-            sub = group_spec(spec, g)
+            sub = spec if self.whole else group_spec(spec, g)
             if g.learns:
                 c_cfg = _with_overrides(ctrl_cfg, g.node.get("controller"))
                 a_cfg = _with_overrides(agent_cfg, g.node.get("agent"))
-                self.nets[g.name] = BasicController(c_cfg, a_cfg, sub, device)
+                self.nets[g.name] = CONTROLLERS.get(c_cfg.name)(c_cfg, a_cfg, sub, device)
             elif g.policy == "frozen":
                 self.nets[g.name] = load_frozen(g, sub, device)
             elif g.policy == "scripted":
                 from hydra.utils import instantiate
 
-                self.scripted[g.name] = instantiate(g.node["policy"])
+                self.scripted[g.name] = ScriptedPolicy.wrap(instantiate(g.node["policy"]))
         self.learning = [g for g in groups if g.learns]
-        # the learner's trainable network: one entry per learning group
-        self.agent = nn.ModuleDict({g.name: cast(nn.Module, self.nets[g.name].agent) for g in self.learning})
+        self.by_group = by_group
+        if by_group:  # the learner's trainable network: one entry per learning group
+            self.agent = nn.ModuleDict({g.name: cast(nn.Module, self.nets[g.name].agent) for g in self.learning})
+        else:
+            assert self.whole, "without groups the team is the one learning group of every agent"
+            self.agent = self.nets[g0.name].agent
         learn_idx = sorted(i for g in self.learning for i in g.index)
-        self.register_buffer("learn_idx", torch.tensor(learn_idx, dtype=torch.long, device=device), persistent=False)
+        self.n_learning = len(learn_idx)
+        # the learning agents' rows, where not every agent learns (None: all of them, in order)
+        self.learn_idx = None if learn_idx == list(range(spec.n_agents)) else torch.tensor(learn_idx, dtype=torch.long, device=device)
         # each learning group's positions among the learning agents, for per-group stats (none
         # with a single group: they would repeat the team's)
         self.per_group_stats = len(groups) > 1
         self.learn_positions = (
             {g.name: [learn_idx.index(i) for i in g.index] for g in self.learning} if self.per_group_stats else {}
         )
+        self.supports_q_tables = all(self.nets[g.name].supports_q_tables for g in self.learning)
         self.to(device)
 
-    @property
-    def n_learning(self) -> int:
-        return len(self.learn_idx)
+    def member(self) -> Any:
+        """The controller of the one learning group (e.g. MAVEN's learner trains its latent policy)."""
+        if len(self.learning) != 1:
+            raise ValueError(f"the team has {len(self.learning)} learning groups, not one")
+        return self.nets[self.learning[0].name]
+
+    def _agent_of(self, agent: nn.Module | None, g: Group) -> nn.Module | None:
+        """The network of group g within `agent` (the learner's target copy of ``self.agent``)."""
+        if agent is None or not self.by_group:
+            return agent
+        return cast(nn.ModuleDict, agent)[g.name]
+
+    # -- the rollout hooks: every learning or frozen group's controller -----------------------------
+    def extra_scheme(self) -> dict[str, FieldSpec]:
+        out: dict[str, FieldSpec] = {}
+        for net in self.nets.values():
+            out.update(net.extra_scheme())
+        return out
+
+    def on_episode_start(self, batch: EpisodeBatch, observation: Observation, test_mode: bool) -> None:
+        for net in self.nets.values():  # the whole batch (controllers with per-episode work act for the team)
+            net.on_episode_start(batch, observation, test_mode)
+
+    def test_variants(self) -> list[tuple[str, int | None]]:
+        return [v for net in self.nets.values() for v in net.test_variants()]
+
+    def set_test_variant(self, suffix: str) -> None:
+        for net in self.nets.values():
+            net.set_test_variant(suffix)
 
     def _view(self, batch: EpisodeBatch, g: Group) -> GroupView:
         return GroupView(batch, self.sel[g.name], g.obs_dim, g.n_actions)
@@ -107,14 +152,15 @@ class GroupedController(nn.Module):
         for net in self.nets.values():
             net.init_hidden(batch_size)
         for pol in self.scripted.values():
-            if hasattr(pol, "reset"):
-                pol.reset(batch_size)
+            pol.reset(batch_size)
 
     def epsilon(self, t_env: int) -> float:
         return self.nets[self.learning[0].name].epsilon(t_env)
 
     @torch.no_grad()
     def select_actions(self, batch: EpisodeBatch, t: int, t_env: int, test_mode: bool) -> torch.Tensor:
+        if self.whole:
+            return self.nets[self.groups[0].name].select_actions(batch, t, t_env, test_mode)
         B = batch.batch_size
         actions = torch.zeros(B, self.spec.n_agents, dtype=torch.long, device=batch.device)
         for g in self.groups:
@@ -154,20 +200,21 @@ class GroupedController(nn.Module):
 
     def forward_seq(self, batch: EpisodeBatch, agent: nn.Module | None = None) -> torch.Tensor:
         """Q-values [B, T+1, N, A] of every step (rows of non-learning agents are zero)."""
-        qs = {
-            g.name: self.nets[g.name].forward_seq(self._view(batch, g), agent=None if agent is None else cast(nn.ModuleDict, agent)[g.name])
-            for g in self.learning
-        }
+        if self.whole:
+            return self.nets[self.groups[0].name].forward_seq(batch, agent=self._agent_of(agent, self.groups[0]))
+        qs = {g.name: self.nets[g.name].forward_seq(self._view(batch, g), agent=self._agent_of(agent, g)) for g in self.learning}
         first = next(iter(qs.values()))
         return self._scatter(qs, tuple(first.shape[:2]), first)
 
     @torch.no_grad()
     def q_values(self, obs: torch.Tensor, agent: nn.Module | None = None) -> torch.Tensor:
         """Q-values [M, N, A] for M standalone observations [M, N, O] (zeros for non-learning agents)."""
+        if self.whole:
+            return self.nets[self.groups[0].name].q_values(obs, self._agent_of(agent, self.groups[0]))
         qs = {}
         for g in self.learning:
             o = obs[..., self.sel[g.name], : g.obs_dim]
-            qs[g.name] = self.nets[g.name].q_values(o, None if agent is None else cast(nn.ModuleDict, agent)[g.name])
+            qs[g.name] = self.nets[g.name].q_values(o, self._agent_of(agent, g))
         first = next(iter(qs.values()))
         return self._scatter(qs, tuple(first.shape[:1]), first)
 
@@ -185,12 +232,12 @@ class GroupedController(nn.Module):
         return env_stats
 
 
-def load_frozen(g: Group, sub: EnvSpec, device: torch.device) -> BasicController:
+def load_frozen(g: Group, sub: EnvSpec, device: torch.device) -> Any:
     """Group g's greedy controller with the network of ``source_group`` in an earlier run's checkpoint."""
     from runner import checkpoint
     from runner.config import typed
     from runner.errors import ConfigError
-    from runner.registry import AGENTS, CONTROLLERS
+    from runner.registry import AGENTS
 
     key = f"groups.{g.name}.checkpoint"
     path, data = checkpoint.load(str(g.node["checkpoint"]))
@@ -219,7 +266,7 @@ def load_frozen(g: Group, sub: EnvSpec, device: torch.device) -> BasicController
         src_cfg = OmegaConf.merge(src_cfg, {k: node[k] for k in ("controller", "agent") if node.get(k)})
     if src_cfg.controller.name != "basic":
         raise ConfigError(f"{key}={path}: its controller is '{src_cfg.controller.name}'; frozen groups need a basic controller's network")
-    net = BasicController(typed(src_cfg.controller, CONTROLLERS), typed(src_cfg.agent, AGENTS), sub, device)
+    net = CONTROLLERS.get("basic")(typed(src_cfg.controller, CONTROLLERS), typed(src_cfg.agent, AGENTS), sub, device)
     try:
         net.agent.load_state_dict(weights)
     except RuntimeError as exc:

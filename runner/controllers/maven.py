@@ -18,6 +18,7 @@ from torch import nn
 from envs.base import EnvSpec, Observation
 from modules.maven import LatentPolicy
 from runner.buffers.episode import EpisodeBatch, FieldSpec
+from runner.contracts import CONDITIONED, DISCRETE, LATENT
 from runner.controllers.basic import BasicController, BasicControllerConfig
 from runner.errors import check_range
 from runner.registry import AGENTS, CONTROLLERS
@@ -44,6 +45,8 @@ class MavenControllerConfig(BasicControllerConfig):
 class MavenController(BasicController):
     cfg: MavenControllerConfig
     supports_q_tables = False  # Q depends on z: the per-z test returns show what each z learned
+    provides = frozenset({LATENT.name})  # not AGENT_GROUPS: z is drawn for the whole team
+    requires = frozenset({DISCRETE.name, CONDITIONED.name})
 
     def __init__(self, cfg: MavenControllerConfig, agent_cfg: Any, spec: EnvSpec, device: torch.device) -> None:
         self.noise_dim = cfg.noise_dim
@@ -59,19 +62,16 @@ class MavenController(BasicController):
     @staticmethod
     def check_config(cfg: Any) -> list[str]:
         errs = BasicController.check_config(cfg)
-        c = cfg.controller
-        if c.noise_dim < 1:
-            errs.append(f"controller.noise_dim={c.noise_dim} is invalid: must be >= 1")
-        if c.latent_policy not in LATENT_POLICIES:
+        if cfg.noise_dim < 1:
+            errs.append(f"controller.noise_dim={cfg.noise_dim} is invalid: must be >= 1")
+        if cfg.latent_policy not in LATENT_POLICIES:
             errs.append(
-                f"controller.latent_policy={c.latent_policy!r} is invalid: available latent policies: "
+                f"controller.latent_policy={cfg.latent_policy!r} is invalid: available latent policies: "
                 + ", ".join(LATENT_POLICIES)
             )
-        if not getattr(AGENTS.get(cfg.agent.name), "conditioned", False):
-            errs.append(f"controller=maven needs a latent-conditioned agent: agent=noise_gru (got agent={cfg.agent.name!r})")
-        check_range(errs, "controller.latent_epsilon", c.latent_epsilon, 0.0, 1.0)
-        if c.test_each_z < 0:
-            errs.append(f"controller.test_each_z={c.test_each_z} is invalid: must be >= 0")
+        check_range(errs, "controller.latent_epsilon", cfg.latent_epsilon, 0.0, 1.0)
+        if cfg.test_each_z < 0:
+            errs.append(f"controller.test_each_z={cfg.test_each_z} is invalid: must be >= 0")
         return errs
 
     # -- the latent, drawn once per episode --------------------------------------------------

@@ -15,6 +15,7 @@ import torch
 from omegaconf import MISSING
 from torch import nn
 
+from runner.contracts import OFF_POLICY, Learner
 from runner.errors import check_range
 from runner.learners.normalise import RunningMeanStd
 
@@ -68,20 +69,23 @@ class LearnerConfig:
 
 
 def check_learner_config(cfg: Any) -> list[str]:
-    c, errs = cfg.learner, []
-    if not c.lr > 0:
-        errs.append(f"learner.lr={c.lr} is invalid: must be > 0")
-    check_range(errs, "learner.gamma", c.gamma, 0.0, 1.0, lo_open=True)
-    if c.batch_size < 1:
-        errs.append(f"learner.batch_size={c.batch_size} is invalid: must be >= 1")
-    if c.target_update_interval < 1:
-        errs.append(f"learner.target_update_interval={c.target_update_interval} is invalid: must be >= 1")
-    check_range(errs, "learner.tau", c.tau, 0.0, 1.0, lo_open=True)
+    errs: list[str] = []
+    if not cfg.lr > 0:
+        errs.append(f"learner.lr={cfg.lr} is invalid: must be > 0")
+    check_range(errs, "learner.gamma", cfg.gamma, 0.0, 1.0, lo_open=True)
+    if cfg.batch_size < 1:
+        errs.append(f"learner.batch_size={cfg.batch_size} is invalid: must be >= 1")
+    if cfg.target_update_interval < 1:
+        errs.append(f"learner.target_update_interval={cfg.target_update_interval} is invalid: must be >= 1")
+    check_range(errs, "learner.tau", cfg.tau, 0.0, 1.0, lo_open=True)
     return errs
 
 
-class BaseLearner:
-    """Holds online and target copies of `modules` and trains them with one optimiser."""
+class BaseLearner(Learner):
+    """Holds online and target copies of `modules` and trains them with one optimiser, from
+    episodes sampled out of a replay buffer."""
+
+    requires = frozenset({OFF_POLICY.name})
 
     def __init__(
         self, cfg: LearnerConfig, modules: dict[str, nn.Module], device: torch.device, target_keys: tuple[str, ...] | None = None

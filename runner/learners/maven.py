@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from modules.maven import Discriminator
 from runner.buffers.episode import EpisodeBatch
-from runner.errors import ConfigError
+from runner.contracts import LATENT, OFF_POLICY, STATE
+from runner.controllers.maven import MavenController
 from runner.learners.q_learner import QLearner, QLearnerConfig
 from runner.registry import LEARNERS
 
@@ -39,30 +40,24 @@ class MavenLearnerConfig(QLearnerConfig):
 @LEARNERS.register("maven_learner", config=MavenLearnerConfig)
 class MavenLearner(QLearner):
     cfg: MavenLearnerConfig
+    # the latent z comes from controller=maven; MAVEN's latent policy and mixer are conditioned on the state
+    requires = frozenset({OFF_POLICY.name, LATENT.name, STATE.name})
+
     def __init__(self, cfg: MavenLearnerConfig, controller: Any, mixer_cfg: Any, spec: Any, device: torch.device) -> None:
-        if not hasattr(controller, "noise_dim"):
-            raise ConfigError("learner=maven_learner needs controller=maven (the latent z comes from it)")
-        if spec.state_dim < 1:
-            raise ConfigError(
-                "learner=maven_learner needs an env with a global state (MAVEN's latent policy and mixer are "
-                "conditioned on it); this env's state_dim is 0"
-            )
+        self.latent: MavenController = controller.member()  # the team's one learning group draws z
         super().__init__(cfg, controller, mixer_cfg, spec, device)
 
     @staticmethod
     def check_config(cfg: Any) -> list[str]:
         errs = QLearner.check_config(cfg)
-        c = cfg.learner
-        if c.mi_loss < 0:
-            errs.append(f"learner.mi_loss={c.mi_loss} is invalid: must be >= 0")
-        if c.entropy_coef < 0:
-            errs.append(f"learner.entropy_coef={c.entropy_coef} is invalid: must be >= 0")
-        if cfg.controller.name != "maven":
-            errs.append(f"learner=maven_learner needs controller=maven (got controller={cfg.controller.name!r})")
+        if cfg.mi_loss < 0:
+            errs.append(f"learner.mi_loss={cfg.mi_loss} is invalid: must be >= 0")
+        if cfg.entropy_coef < 0:
+            errs.append(f"learner.entropy_coef={cfg.entropy_coef} is invalid: must be >= 0")
         return errs
 
     def mixer_state_dim(self) -> int:
-        return self.spec.state_dim + self.controller.noise_dim
+        return self.spec.state_dim + self.latent.noise_dim
 
     def mixer_states(self, batch: EpisodeBatch) -> torch.Tensor:
         state = batch["state"]
@@ -70,10 +65,10 @@ class MavenLearner(QLearner):
 
     def extra_modules(self, device: torch.device) -> dict[str, torch.nn.Module]:
         n, a = self.spec.n_agents, self.spec.n_actions
-        self.discriminator = Discriminator(n * a + self.spec.state_dim, self.controller.noise_dim, self.cfg.discrim_hidden).to(device)
+        self.discriminator = Discriminator(n * a + self.spec.state_dim, self.latent.noise_dim, self.cfg.discrim_hidden).to(device)
         mods: dict[str, torch.nn.Module] = {"discriminator": self.discriminator}
-        if self.controller.cfg.latent_policy == "learned":
-            mods["latent_policy"] = self.controller.latent_policy
+        if self.latent.cfg.latent_policy == "learned":
+            mods["latent_policy"] = self.latent.latent_policy
         return mods
 
     def loss(self, batch: EpisodeBatch, t_env: int):
@@ -92,7 +87,7 @@ class MavenLearner(QLearner):
 
         if "latent_policy" in self.modules:  # REINFORCE on episode returns, with an entropy bonus
             returns = (batch["reward"][:, :-1] * mask).sum(1)
-            logp = self.controller.latent_policy(batch["state"][:, 0]).log_softmax(-1)
+            logp = self.latent.latent_policy(batch["state"][:, 0]).log_softmax(-1)
             entropy = -(logp.exp() * logp).sum(-1).mean()
             advantage = returns - returns.mean()
             pg = -(advantage * logp.gather(1, z.unsqueeze(1)).squeeze(1)).mean()

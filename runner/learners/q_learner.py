@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from runner.buffers.episode import EpisodeBatch
+from runner.contracts import Controller
 from runner.controllers.basic import NEG
 from runner.errors import check_range
 from runner.learners.base import BaseLearner, LearnerConfig, check_learner_config
@@ -49,11 +50,11 @@ def td_lambda_targets(
 @LEARNERS.register("q_learner", config=QLearnerConfig)
 class QLearner(BaseLearner):
     cfg: QLearnerConfig
-    def __init__(self, cfg: QLearnerConfig, controller: Any, mixer_cfg: Any, spec: Any, device: torch.device) -> None:
+    def __init__(self, cfg: QLearnerConfig, controller: Controller, mixer_cfg: Any, spec: Any, device: torch.device) -> None:
         self.cfg, self.controller, self.spec = cfg, controller, spec
         # agent groups: only the learning agents are mixed; the others are part of the environment
-        self.learn_idx = getattr(controller, "learn_idx", None)
-        self.learn_positions: dict[str, list[int]] = getattr(controller, "learn_positions", {})
+        self.learn_idx = controller.learn_idx
+        self.learn_positions = controller.learn_positions
         n_mixed = spec.n_agents if self.learn_idx is None else len(self.learn_idx)
         self.mixer = MIXERS.get(mixer_cfg.name)(mixer_cfg, n_mixed, self.mixer_state_dim()).to(device)
         modules = {"agent": controller.agent, "mixer": self.mixer, **self.extra_modules(device)}
@@ -76,7 +77,7 @@ class QLearner(BaseLearner):
     @staticmethod
     def check_config(cfg: Any) -> list[str]:
         errs = check_learner_config(cfg)
-        check_range(errs, "learner.td_lambda", cfg.learner.td_lambda, 0.0, 1.0)
+        check_range(errs, "learner.td_lambda", cfg.td_lambda, 0.0, 1.0)
         return errs
 
     def loss(self, batch: EpisodeBatch, t_env: int):
@@ -126,7 +127,7 @@ class QLearner(BaseLearner):
             "q_taken_mean": q_sum / n_pymarl,
             "target_mean": t_sum / n_pymarl,
         }
-        if getattr(self.mixer, "joint", False):
+        if self.mixer.joint:
             stats["q_tot_taken_mean"] = q_sum / n_valid
             stats["target_tot_mean"] = t_sum / n_valid
         if self.learn_positions:
@@ -137,7 +138,7 @@ class QLearner(BaseLearner):
         """Per learning group: the mean Q of the taken actions, and with independent targets (no
         joint mixer, one TD error per agent) the group's own TD loss."""
         out = {}
-        per_agent = td.shape[-1] == chosen.shape[-1] and not getattr(self.mixer, "joint", False)
+        per_agent = td.shape[-1] == chosen.shape[-1] and not self.mixer.joint
         for g, pos in self.learn_positions.items():
             n = m.sum() * len(pos)
             out[f"q_taken_mean_{g}"] = (chosen[..., pos] * m).sum() / n
@@ -154,7 +155,7 @@ class QLearner(BaseLearner):
             agent_q = agent_q[self.learn_idx]
             out["agents"] = [self.spec.agent_ids[i] for i in self.learn_idx.tolist()]
         out["agent_q"] = agent_q.cpu().tolist()
-        if getattr(self.mixer, "joint", False):
+        if self.mixer.joint:
             n, a = agent_q.shape
             joint = torch.cartesian_prod(*[torch.arange(a, device=agent_q.device)] * n).view(-1, n)
             qs = agent_q.gather(1, joint.T).T  # [A^n, N]

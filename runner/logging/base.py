@@ -1,54 +1,12 @@
-"""The logger interface and the fan-out the experiment talks to."""
+"""The fan-out the experiment talks to; the logger interface itself is :class:`runner.contracts.Logger`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-@dataclass
-class RunInfo:
-    """What a logger needs to open a run."""
-
-    config: dict[str, Any]  # resolved config
-    tags: dict[str, str]
-    run_name: str
-    run_dir: Path
-    hydra_dir: Path | None
-    resume_state: dict[str, Any] = field(default_factory=dict)  # from a checkpoint: reopen that run
-    t_env_start: int = 0
-
-
-class Logger:
-    """Base class: every method is optional for a backend."""
-
-    def start(self, info: RunInfo) -> None:
-        pass
-
-    def log_stat(self, key: str, value: float, t_env: int) -> None:
-        pass
-
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        pass
-
-    def end_round(self, t_env: int) -> None:
-        """Every stat of one log round at ``t_env`` has been logged (the train stats of a log
-        interval): e.g. the console prints its line here. No key order is implied."""
-
-    def flush(self) -> None:
-        pass
-
-    def state(self) -> dict[str, Any]:
-        """What a checkpoint must keep to continue this run on resume."""
-        return {}
-
-    def describe(self) -> str | None:
-        """One line for the end-of-run summary (e.g. where to find the run)."""
-        return None
-
-    def finish(self, status: str, error: str | None = None) -> None:
-        """status: FINISHED, FAILED or KILLED."""
+from runner.contracts import Logger as Logger  # re-exported: loggers subclass it from here too
+from runner.contracts import RunInfo as RunInfo
 
 
 class Loggers(Logger):

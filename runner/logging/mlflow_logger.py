@@ -20,9 +20,9 @@ A tracking server that is down or drops mid-run never stops the training:
   that the user exported wins);
 * at the end, ``finish`` keeps trying for up to ``finish_timeout`` seconds, then writes what it
   could not send (metrics, params, tags, artifact paths, final status) to
-  ``<run_dir>/mlflow_unsent.json``. ``python -m runner.tracking send-unsent <run_dir>`` sends it
+  ``<run_dir>/mlflow_unsent.json``. ``python -m runner.tools send-unsent <run_dir>`` sends it
   later; resuming the run sends it too;
-* SQLite "database is locked" errors (concurrent sweep jobs) are retried by ``runner.tracking.retry``;
+* SQLite "database is locked" errors (concurrent sweep jobs) are retried by ``runner.tracking.store.retry``;
 * a full disk under a SQLite store ("database or disk is full") or a local artifact root (ENOSPC) is
   treated like a dropped server, named as what it is (``no space left on device: <path>``, and
   without MLflow's logged traceback): the outbox is kept and retried, then goes to
@@ -44,10 +44,10 @@ from typing import Any, TypeVar
 
 from omegaconf import MISSING
 
-from runner import ownership, storage
 from runner.logging.base import Logger, RunInfo
 from runner.registry import LOGGERS
-from runner.tracking import (
+from runner.tracking import ownership, storage
+from runner.tracking.store import (
     ARTIFACT_HTTP,
     BATCH,
     LIVE_HTTP,
@@ -179,7 +179,7 @@ class MLflowLogger(Logger):
         """Refuse an unreachable tracking server before any run or run dir exists. Raises
         TrackingUnavailable (one line, exit code 2) rather than returning it: a server that is down
         is not an 'invalid config'."""
-        mcfg = cfg.logger.mlflow
+        mcfg = cfg
         errors = []
         for key in ("flush_seconds", "finish_timeout"):
             value = mcfg.get(key)
@@ -395,7 +395,7 @@ class MLflowLogger(Logger):
 
     def flush(self) -> None:
         """Send the outbox, unless the server is unreachable and its backoff has not run out. About
-        once a minute the ``heartbeat`` tag joins it (how ``runner.stale`` tells a live run from one
+        once a minute the ``heartbeat`` tag joins it (how ``python -m runner.tools stale`` tells a live run from one
         whose process died)."""
         if self.run_id is not None and self._status is None and time.monotonic() - self._last_beat >= ownership.HEARTBEAT_S:
             self._tags["heartbeat"] = f"{time.time():.0f}"
@@ -506,4 +506,4 @@ class MLflowLogger(Logger):
         else:
             headline = f"WARNING: the MLflow tracking server {self.tracking_uri} is unreachable: run {self.run_id} misses {what}."
             then = "Send them when the server is back:"
-        warn(f"{bar}\n{headline}\nThey are kept in {path}.\n{then}\n  python -m runner.tracking send-unsent {path}\n{bar}")
+        warn(f"{bar}\n{headline}\nThey are kept in {path}.\n{then}\n  python -m runner.tools send-unsent {path}\n{bar}")

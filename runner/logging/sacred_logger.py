@@ -120,10 +120,10 @@ class SacredLogger(Logger):
         try:
             import_sacred()
         except ImportError as exc:
-            if getattr(exc, "name", None) == "pkg_resources":
+            if exc.name == "pkg_resources":
                 return [NO_PKG_RESOURCES]
             return [MISSING_PACKAGE]
-        base = cfg.logger.sacred.dir
+        base = cfg.dir
         if Path(base).expanduser().exists() and not Path(base).expanduser().is_dir():
             return [f"logger.sacred.dir={base!r} is invalid: it is a file; sacred needs a directory for its runs"]
         return []

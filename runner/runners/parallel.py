@@ -5,10 +5,11 @@
 envs (PettingZoo, Gymnasium, SMACv2 adapters) step their copies in worker processes that share
 memory with this one (``runner.n_workers``), or in this process (``n_workers=0``, and always in
 the episode runner).
-Components that need per-episode work (e.g. sampling a latent) register hooks instead of
-editing this loop: ``on_episode_start(batch, observation, test_mode)`` is called after reset,
-with the first observation of every copy; a controller's ``rollout_stats(returns, env_stats)``
-may add per-episode stats (agent groups: the return of each group).
+Components that need per-episode work (e.g. sampling a latent) implement the hooks of
+:class:`runner.contracts.RolloutHooks` instead of editing this loop: ``on_episode_start(batch,
+observation, test_mode)`` is called after reset with the first observation of every copy; the
+controller's ``rollout_stats(returns, env_stats)`` may add per-episode stats (agent groups: the
+return of each group).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from envs.adapter import make_copy
 from envs.base import VecEnv
 from envs.vector import SubprocVecEnv, SyncVecEnv
 from runner.buffers.episode import EpisodeBatch, FieldSpec
+from runner.contracts import Controller, RolloutHooks, Runner
 from runner.registry import RUNNERS
 
 
@@ -66,14 +68,14 @@ class RolloutAborted(Exception):
 
 
 @RUNNERS.register("parallel", config=ParallelRunnerConfig)
-class ParallelRunner:
+class ParallelRunner(Runner):
     def __init__(
         self,
         env: VecEnv,
         scheme: dict[str, FieldSpec],
-        controller: Any,
+        controller: Controller,
         device: torch.device,
-        hooks: list[Any] = (),  # type: ignore[assignment]
+        hooks: list[RolloutHooks] = (),  # type: ignore[assignment]
     ) -> None:
         self.env = env
         self.n_envs = env.n_envs
@@ -90,7 +92,7 @@ class ParallelRunner:
     def make_env(cls, cfg: Any, env_cls: Any, env_cfg: Any, seed: int, device: torch.device) -> VecEnv:
         """The env copies this runner steps: copy i is seeded with seed + i."""
         n = cls.copies(cfg)
-        if not hasattr(env_cls, "make_single"):  # natively batched
+        if env_cls.natively_batched:  # all copies step as tensor ops in this process
             return env_cls(env_cfg, n_envs=n, seed=seed, device=device)
         factory = functools.partial(make_copy, env_cls, env_cfg, seed)
         workers = cls.workers(cfg, n)
@@ -108,16 +110,14 @@ class ParallelRunner:
 
     @staticmethod
     def check_config(cfg: Any) -> list[str]:
-        n = cfg.runner.get("n_envs", 1)
+        n = cfg.get("n_envs", 1)
         errs = []
         if n < 1:
             errs.append(f"runner.n_envs={n} is invalid: must be >= 1")
-        elif n > cfg.buffer.buffer_size:
-            errs.append(f"runner.n_envs={n} is invalid: larger than buffer.buffer_size={cfg.buffer.buffer_size}")
-        workers = cfg.runner.get("n_workers")
+        workers = cfg.get("n_workers")
         if workers is not None and workers < 0:
             errs.append(f"runner.n_workers={workers} is invalid: must be >= 0 (0 = in this process)")
-        method = cfg.runner.get("start_method")
+        method = cfg.get("start_method")
         if method is not None and method not in mp.get_all_start_methods():
             errs.append(f"runner.start_method={method} is invalid: must be one of {', '.join(mp.get_all_start_methods())}")
         return errs
@@ -154,8 +154,7 @@ class ParallelRunner:
         # the observation that followed each episode's last step, for bootstrapping
         batch.write(t + 1, obs=ob.obs.to(self.device), state=ob.state.to(self.device), avail_actions=ob.avail_actions.to(self.device))
         stats = env.episode_stats()
-        if hasattr(self.controller, "rollout_stats"):  # e.g. per-group returns of agent groups
-            stats = self.controller.rollout_stats(returns, stats)
+        stats = self.controller.rollout_stats(returns, stats)  # e.g. per-group returns of agent groups
         return Rollout(batch, returns, lengths, stats, int(lengths.sum().item()))
 
     def close(self) -> None:
@@ -179,7 +178,7 @@ class EpisodeRunner(ParallelRunner):
         """``runner.n_envs``/``n_workers`` exist for the episode runner only to be refused with the
         way to get them (Hydra's own error would suggest appending ``+runner.n_envs``)."""
         errs = []
-        n, workers = cfg.runner.get("n_envs", 1), cfg.runner.get("n_workers", 0)
+        n, workers = cfg.get("n_envs", 1), cfg.get("n_workers", 0)
         if n != 1:
             errs.append(f"runner.n_envs={n} is invalid: the episode runner (runner=episode, the default) steps one "
                         f"env copy; for {n} copies use runner=parallel runner.n_envs={n}")

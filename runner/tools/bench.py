@@ -1,4 +1,4 @@
-"""Throughput benchmark of QMIX, on the two-step matrix game and on LBF: ``python -m runner.bench`` (``make bench``).
+"""Throughput benchmark of QMIX, on the two-step matrix game and on LBF: ``python -m runner.tools bench`` (``make bench``).
 
 Writes ``outputs/bench/bench.{md,json}`` and puts the table between the ``<!-- bench:start -->``
 and ``<!-- bench:end -->`` lines of docs/performance.md (when both exist; ``--no-docs`` skips it).
@@ -202,7 +202,7 @@ def bench_one(name: str, seconds: float, device_name: str) -> dict:
 
 
 def run_one(name: str, seconds: float, device: str) -> dict:
-    cmd = [sys.executable, "-m", "runner.bench", "--one", name, "--seconds", str(seconds), "--device", device]
+    cmd = [sys.executable, "-m", "runner.tools", "bench", "--one", name, "--seconds", str(seconds), "--device", device]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"bench of {name!r} failed (exit {p.returncode}):\n{p.stderr}")
@@ -250,7 +250,7 @@ def to_markdown(res: dict) -> str:
     m = res["machine"]
     lines = [
         f"Measured {m['date'][:10]} on {m['cpu']} ({m['cpu_count']} CPUs), torch {m['torch']}, device {m['device']}, "
-        f"{m['torch_threads']} torch thread(s); `python -m runner.bench --seconds {res['seconds']:g}`. "
+        f"{m['torch_threads']} torch thread(s); `python -m runner.tools bench --seconds {res['seconds']:g}`. "
         "QMIX; train = rollout of B episodes + buffer insert + one learner update (batch 32 episodes). "
         "CPU-s count the main process and its env worker processes.",
         "",
@@ -306,7 +306,7 @@ def update_docs(table: str, page: Path = ROOT / "docs" / "performance.md") -> bo
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m runner.bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m runner.tools bench", description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="timing budget per measurement and config")
     ap.add_argument(
         "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="default cpu (comparable numbers)"
@@ -365,7 +365,3 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_docs and update_docs(table):
         console.print("updated the bench table in docs/performance.md")
     print(table)
-
-
-if __name__ == "__main__":
-    main()

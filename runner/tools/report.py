@@ -1,9 +1,9 @@
 """Aggregate report of MLflow runs: learning curves and a statistics table per env.
 
-    python -m runner.report                                   # FINISHED runs of experiment 'hymarl'
-    python -m runner.report --experiment mstep-paper --threshold mstep=8 --threshold twostep=7.5
-    python -m runner.report --parent <sweep run id>           # the children of one sweep, any experiment
-    python -m runner.report --filter "params.lr = '0.0005'" --metric return_mean --out outputs/lr-report
+    python -m runner.tools report                               # FINISHED runs of experiment 'hymarl'
+    python -m runner.tools report --experiment mstep-paper --threshold mstep=8 --threshold twostep=7.5
+    python -m runner.tools report --parent <sweep run id>       # the children of one sweep, any experiment
+    python -m runner.tools report --filter "params.lr = '0.0005'" --metric return_mean --out outputs/lr-report
     make report REPORT_ARGS="--parent <sweep run id>"
 
 Selection: the runs of the experiment (with ``--parent``: only the children of that run, tag
@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from runner.curves import Points, RunSeries, align_curves, fmt, latest_per_seed
-from runner.tracking import retry
+from runner.tracking.store import retry
 
 N_BOOT = 2000
 SEED = 0
@@ -606,7 +606,7 @@ def threshold_arg(text: str) -> tuple[str, float]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m runner.report", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m runner.tools report", description=__doc__.split("\n")[0])
     p.add_argument("--experiment", default="hymarl", help="MLflow experiment name (ignored with --parent)")
     p.add_argument("--parent", help="report on the child runs of this (sweep) run, and log it there")
     p.add_argument("--filter", dest="filter_string", help="MLflow search filter string, ANDed")
@@ -638,13 +638,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from runner.errors import ConfigError
-    from runner.tracking import default_tracking_uri, open_existing
+    from runner.tools import open_store
 
-    try:  # a mistyped path must not create an empty store
-        client = open_existing(args.tracking_uri or default_tracking_uri())
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    client = open_store(args.tracking_uri)
+    if client is None:
         return 2
     out = args.out or Path("outputs") / "report" / (args.parent or "")
     title = args.title or (
@@ -687,7 +684,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.published:
         print(f"benchmark table beside {args.published}: {out / 'benchmark.md'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,6 @@
 """MLflow store plumbing shared by runs and sweeps: where the store is, is it reachable, and
-retrying the transient errors of a shared SQLite file.
+retrying the transient errors of a shared SQLite file, and sending the outbox of a run that could not
+reach its store (``python -m runner.tools send-unsent``).
 
 mlflow is imported lazily everywhere here: it costs seconds of start-up.
 """
@@ -78,7 +79,7 @@ def check_sqlite_writable(tracking_uri: str) -> None:
     db = sqlite_path(tracking_uri)
     if db is None:
         return
-    from runner import storage
+    from runner.tracking import storage
 
     try:
         storage.check_writable_dir(db.parent)
@@ -263,42 +264,3 @@ def send_unsent(path: str | Path, tracking_uri: str | None = None) -> dict[str, 
         call(client.set_terminated, run_id, status=data["status"], end_time=data.get("end_time"))
     path.replace(path.with_name(path.name + ".sent"))
     return {"params": len(params), "tags": len(data.get("tags", {})), "metrics": len(metrics), "artifacts": uploaded}
-
-
-def _unsent_uri(path: str) -> str:
-    """The tracking URI an mlflow_unsent.json (or the one in a run dir) was written for."""
-    p = Path(path)
-    try:
-        return str(json.loads((p / UNSENT_FILE if p.is_dir() else p).read_text())["tracking_uri"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "the MLflow store"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m runner.tracking send-unsent <run_dir | mlflow_unsent.json> [tracking_uri]``: send
-    what a run could not send to its tracking server (written by the MLflow logger at the end)."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (2, 3) or args[0] != "send-unsent":
-        print(main.__doc__, file=sys.stderr)
-        return 2
-    from runner import storage
-
-    try:
-        sent = send_unsent(args[1], args[2] if len(args) == 3 else None)
-    except (ConfigError, OSError, ValueError) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # e.g. SQLite's "database or disk is full", wrapped by MLflow
-        reason = storage.space_reason(exc)
-        if reason is None:
-            raise
-        uri = args[2] if len(args) == 3 else _unsent_uri(args[1])
-        print(f"Error: {reason}: {sqlite_path(uri) or uri}; nothing was lost: free some space and run this again",
-              file=sys.stderr)
-        return 1
-    print("sent " + ", ".join(f"{n} {what}" for what, n in sent.items()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

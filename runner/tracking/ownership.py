@@ -9,11 +9,9 @@
   below covers runs on other hosts.)
 * **The heartbeat.** An MLflow run records its owner (tags ``owner_pid``, ``owner_host``) and a
   ``heartbeat`` tag (unix seconds) that the MLflow logger refreshes about once a minute.
-* **Stale runs.** A run left RUNNING whose owner is gone -- on this host: its run dir is not locked
-  (or, without a run dir here, its pid is dead); on another host: no heartbeat for ``max_age_s`` --
-  is *stale*. :func:`close_stale` marks such runs KILLED with the reason in the ``error`` tag and
-  where to resume from. It runs when a run is resumed, when a sweep is run again, and as
-  ``python -m runner.stale``.
+* **Stale runs.** A run left RUNNING whose owner is gone (its run dir no longer locked, or no
+  heartbeat) is *stale*: :mod:`runner.tools.stale` finds and closes such runs from the lock and the
+  tags kept here.
 """
 
 from __future__ import annotations
@@ -155,65 +153,6 @@ def run_owner(run: Any) -> str:
     """``pid N on host`` of the process that owned an MLflow run (its owner tags)."""
     tags = run.data.tags
     return f"pid {tags['owner_pid']} on {tags.get('owner_host', '?')}" if tags.get("owner_pid") else "unknown process"
-
-
-def stale_reason(run: Any, now: float | None = None, max_age_s: float = STALE_AFTER_S) -> str | None:
-    """The evidence that the RUNNING ``run``'s owner is gone, or None when it may be alive."""
-    now = time.time() if now is None else now
-    tags = run.data.tags
-    host, pid = tags.get("owner_host"), tags.get("owner_pid")
-    run_dir = tags.get("sweep_dir") if tags.get("mode") == "sweep" else tags.get("run_dir")
-    if host == socket.gethostname() or (host is None and run_dir and Path(run_dir).is_dir()):
-        if run_dir and (Path(run_dir) / LOCK_FILE).is_file():
-            return None if owner(run_dir) is not None else f"{run_dir} is no longer locked by it"
-        if pid and pid.isdigit() and not pid_alive(int(pid)):
-            return f"pid {pid} no longer exists"
-    beat = tags.get("heartbeat")
-    last = float(beat) if beat and beat.replace(".", "", 1).isdigit() else run.info.start_time / 1000
-    if now - last > max_age_s:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last))
-        return f"no heartbeat since {when} ({(now - last) / 60:.0f} min ago)"
-    return None
-
-
-def resume_hint(run: Any) -> str:
-    """Where the stale run can continue from (its latest checkpoint), or why it cannot."""
-    from runner import checkpoint
-
-    tags = run.data.tags
-    if tags.get("mode") == "sweep":
-        return f"run the same sweep again (hydra.sweep.dir={tags.get('sweep_dir')}) to resume its jobs"
-    run_dir = tags.get("run_dir")
-    if not run_dir or not Path(run_dir).is_dir():
-        return "its run dir is not on this machine"
-    try:
-        ckpt = checkpoint.resolve(run_dir)
-    except checkpoint.CheckpointError:
-        return "it wrote no checkpoint (save_interval / save_interval_s), so it cannot be resumed"
-    return f"latest checkpoint {ckpt}; continue with: python -m runner resume={run_dir}"
-
-
-def close_stale(client: Any, runs: list[Any], max_age_s: float = STALE_AFTER_S, dry_run: bool = False,
-                status: str = "KILLED") -> list[tuple[Any, str]]:
-    """Mark each RUNNING run of ``runs`` whose owner is gone ``status`` (KILLED), with the reason and
-    where to resume in its ``error`` tag. Returns [(run, reason)] of the stale ones."""
-    from runner import tracking
-
-    out = []
-    for run in runs:
-        if run.info.status != "RUNNING":
-            continue
-        reason = stale_reason(run, max_age_s=max_age_s)
-        if reason is None:
-            continue
-        text = (f"stale: its process ({run_owner(run)}) ended without setting a final status (SIGKILL, the OOM killer, "
-                f"a power cut?): {reason}; {resume_hint(run)}")
-        out.append((run, text))
-        if dry_run:
-            continue
-        tracking.retry(client.set_tag, run.info.run_id, "error", text[:5000])
-        tracking.retry(client.set_terminated, run.info.run_id, status=status)
-    return out
 
 
 # -- a job whose launcher died ----------------------------------------------------------------------

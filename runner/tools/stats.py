@@ -1,9 +1,9 @@
-"""Aggregate a metric over runs in MLflow: ``python -m runner.stats``.
+"""Aggregate a metric over runs in MLflow: ``python -m runner.tools stats``.
 
 For every group of runs (by a tag, e.g. algo), the median, interquartile range and mean of a
 metric at given t_env steps (the last value logged at or before each step), across seeds::
 
-    python -m runner.stats --experiment mstep-paper --metric test_return_mean --at 50000 100000
+    python -m runner.tools stats --experiment mstep-paper --metric test_return_mean --at 50000 100000
 
 prints a markdown table. Reads the store of ``--tracking-uri`` (default $MLFLOW_TRACKING_URI, else
 outputs/mlflow.db); a SQLite file that does not exist is refused (exit code 2), not created.
@@ -87,7 +87,7 @@ def table(client: Any, experiment: str, metric: str, steps: list[int], group_by:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m runner.stats", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m runner.tools stats", description=__doc__.split("\n")[0])
     p.add_argument("--experiment", default="hymarl", help="MLflow experiment name")
     p.add_argument("--metric", default="test_return_mean")
     p.add_argument("--at", type=int, nargs="+", required=True, help="t_env steps")
@@ -96,16 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tracking-uri", help="the MLflow store (default: $MLFLOW_TRACKING_URI, else "
                    "sqlite:///outputs/mlflow.db)")
     args = p.parse_args(argv)
-    from runner.errors import ConfigError
-    from runner.tracking import default_tracking_uri, open_existing
+    from runner.tools import open_store
 
-    try:  # a mistyped path must not create an empty store
-        client = open_existing(args.tracking_uri or default_tracking_uri())
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    client = open_store(args.tracking_uri)
+    if client is None:
+        raise SystemExit(2)
     print(table(client, args.experiment, args.metric, args.at, args.group_by, args.status))
-
-
-if __name__ == "__main__":
-    main()

@@ -12,7 +12,7 @@ launcher-side work, whatever the launcher (basic, joblib, submitit, ray) or swee
   error and objective. Counting these files catches jobs that failed before they had a run.
 - ``on_multirun_end`` (or, when the sweeper raised for a failed job, an atexit hook): counts the
   jobs, logs ``jobs_*`` metrics and the failed jobs on the parent, the optuna study's best params,
-  a report of the children (``runner.report``) as artifacts, and sets the parent's status: FINISHED
+  a report of the children (``runner.tools.report``) as artifacts, and sets the parent's status: FINISHED
   only when every job finished. A sweep with a failed job exits non-zero.
 
 Re-running a sweep with the same ``hydra.sweep.dir`` skips the jobs that finished and resumes the
@@ -160,10 +160,10 @@ def write_job_status(job_dir: Path, status: str, error: str | None, value: Any) 
 
 # -- the launcher's side ------------------------------------------------------------------------------
 class Heartbeat:
-    """Refreshes the parent run's ``heartbeat`` tag while the launcher lives (runner.ownership)."""
+    """Refreshes the parent run's ``heartbeat`` tag while the launcher lives (runner.tracking.ownership)."""
 
     def __init__(self, tracking_uri: str, run_id: str) -> None:
-        from runner import ownership, tracking
+        from runner.tracking import ownership, store
 
         self._done = threading.Event()
 
@@ -171,7 +171,7 @@ class Heartbeat:
             client = None
             while not self._done.wait(ownership.HEARTBEAT_S):
                 try:
-                    client = client or tracking.new_client(tracking_uri)
+                    client = client or store.new_client(tracking_uri)
                     client.set_tag(run_id, "heartbeat", f"{time.time():.0f}")
                 except Exception:  # the next beat tries again
                     pass
@@ -211,7 +211,7 @@ class MLflowSweepCallback(Callback):
                 print(f"Error: {len(errors)} of {n} jobs of this sweep have an invalid config; no job was run:\n  "
                       + "\n  ".join(errors), file=sys.stderr)
                 sys.exit(2)
-        from runner import ownership
+        from runner.tracking import ownership
 
         sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         try:
@@ -404,13 +404,13 @@ class SweepStop:
 
 def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
     """Create (or reopen) the sweep's parent run; None when the sweep does not log to MLflow."""
-    from runner import ownership, tracking
     from runner.experiment import git_commit
+    from runner.tracking import ownership, store
 
     mcfg = _mlflow_logger_cfg(cfg)
     if mcfg is None:
         return None
-    uri = mcfg.get("tracking_uri") or tracking.default_tracking_uri()
+    uri = mcfg.get("tracking_uri") or store.default_tracking_uri()
     experiment = mcfg.get("experiment_name") or "hymarl"
     sweep_dir = Path(str(cfg.hydra.sweep.dir)).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -418,8 +418,8 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
     varying = varying_overrides(cfg, task)
 
     n_jobs = expected_jobs(cfg, task)
-    client = tracking.client_for(uri)  # fails in seconds when a server is down
-    exp_id = tracking.ensure_experiment(client, experiment, uri)  # the store's migrations run here, once
+    client = store.client_for(uri)  # fails in seconds when a server is down
+    exp_id = store.ensure_experiment(client, experiment, uri)  # the store's migrations run here, once
     previous = read_sweep_file(sweep_dir)
     if previous and previous.get("tracking_uri") == uri:
         run_id = previous["parent_run_id"]
@@ -428,12 +428,12 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
         if parent.info.status == "RUNNING":  # we hold the sweep dir: the launcher that left it so is gone
             print(f"[sweep] the parent run was left RUNNING by an earlier launcher ({ownership.run_owner(parent)}) "
                   "that ended without a final status", file=sys.stderr)
-        tracking.retry(client.update_run, run_id, status="RUNNING")
+        store.retry(client.update_run, run_id, status="RUNNING")
         for key, value in ownership.owner_tags().items():
-            tracking.retry(client.set_tag, run_id, key, value)
+            store.retry(client.set_tag, run_id, key, value)
         reruns = int(client.get_run(run_id).data.tags.get("sweep_reruns", "0")) + 1
-        tracking.retry(client.set_tag, run_id, "sweep_reruns", str(reruns))
-        tracking.retry(client.set_tag, run_id, "sweep_rerun_overrides", " ".join(task))
+        store.retry(client.set_tag, run_id, "sweep_reruns", str(reruns))
+        store.retry(client.set_tag, run_id, "sweep_rerun_overrides", " ".join(task))
         info = {**previous, "varying": sorted(varying)}
         print(f"[sweep] re-running {sweep_dir}: MLflow parent run {run_id} reopened")
     else:
@@ -460,7 +460,7 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
         bench_name = OmegaConf.select(cfg, "benchmark.name", default=None)
         if bench_name:
             tags["benchmark"] = str(bench_name)
-        run = tracking.retry(client.create_run, exp_id, run_name=name, tags=tags)
+        run = store.retry(client.create_run, exp_id, run_name=name, tags=tags)
         run_id = run.info.run_id
         from mlflow.entities import Param
 
@@ -470,7 +470,7 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
             if _override_key(k) not in varying:
                 params.append(Param(_param_key(k), v[:6000]))
         if params:
-            tracking.retry(client.log_batch, run_id, params=params, synchronous=True)
+            store.retry(client.log_batch, run_id, params=params, synchronous=True)
         info = {"parent_run_id": run_id, "sweep_id": sweep_id, "tracking_uri": uri, "experiment_id": exp_id,
                 "experiment": experiment, "sweep_dir": str(sweep_dir), "varying": sorted(varying)}
         print(f"[sweep] MLflow parent run {run_id} ({name}) in {uri}")
@@ -486,11 +486,12 @@ def start_parent(cfg: DictConfig) -> dict[str, Any] | None:
 def close_stale_children(client: Any, experiment_id: str, parent_run_id: str) -> None:
     """A re-run of a sweep: its child runs left RUNNING by processes that are gone are marked KILLED
     (with the reason) before their jobs are resumed; children whose job still runs are left alone."""
-    from runner import ownership, tracking
+    from runner.tools.stale import close_stale
+    from runner.tracking import store
 
-    runs = tracking.retry(client.search_runs, [experiment_id],
-                          filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'")
-    for run, reason in ownership.close_stale(client, runs):
+    runs = store.retry(client.search_runs, [experiment_id],
+                       filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'")
+    for run, reason in close_stale(client, runs):
         print(f"[sweep] child run {run.info.run_id} ({run.info.run_name}) marked KILLED: {reason}", file=sys.stderr)
 
 
@@ -526,9 +527,9 @@ def finish_parent(state: dict[str, Any], report: bool = True) -> dict[str, Any]:
     and set its status. Returns {"failed": n, "message": str, ...}."""
     from mlflow.entities import Metric, Param
 
-    from runner import tracking
+    from runner.tracking import store
 
-    client = tracking.client_for(state["tracking_uri"])
+    client = store.client_for(state["tracking_uri"])
     run_id, sweep_dir = state["parent_run_id"], Path(state["sweep_dir"])
     jobs = job_statuses(sweep_dir)
     by_status: dict[str, list[str]] = {}
@@ -543,11 +544,11 @@ def finish_parent(state: dict[str, Any], report: bool = True) -> dict[str, Any]:
     now = int(time.time() * 1000)
     metrics = {"jobs_finished": finished, "jobs_failed": failed, "jobs_killed": killed, "jobs_not_run": not_run,
                "sweep_wall_time_s": round(time.time() - state["started"], 1)}
-    tracking.retry(client.log_batch, run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-                   synchronous=True)
+    store.retry(client.log_batch, run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                synchronous=True)
     errors = [f"job {n}: {jobs[n]['error']}" for n in by_status.get("FAILED", [])]
     if errors:
-        tracking.retry(client.set_tag, run_id, "failed_jobs", "\n".join(errors)[:5000])
+        store.retry(client.set_tag, run_id, "failed_jobs", "\n".join(errors)[:5000])
 
     results = sweep_dir / "optimization_results.yaml"
     if results.is_file():
@@ -555,19 +556,19 @@ def finish_parent(state: dict[str, Any], report: bool = True) -> dict[str, Any]:
         if isinstance(best, dict) and "best_params" in best:
             params = [Param(f"best.{_param_key(str(k))}", str(v)) for k, v in best["best_params"].items()]
             try:
-                tracking.retry(client.log_batch, run_id, params=params, synchronous=True)
+                store.retry(client.log_batch, run_id, params=params, synchronous=True)
             except Exception as exc:  # a re-run whose study found other best params: params are immutable
                 print(f"warning: could not log the best params on the parent run: {exc}")
-            tracking.retry(client.log_batch, run_id,
-                           metrics=[Metric("best_value", float(best["best_value"]), now, 0)], synchronous=True)
-        tracking.retry(client.log_artifact, run_id, str(results))
+            store.retry(client.log_batch, run_id,
+                        metrics=[Metric("best_value", float(best["best_value"]), now, 0)], synchronous=True)
+        store.retry(client.log_artifact, run_id, str(results))
     multirun_yaml = sweep_dir / "multirun.yaml"
     if multirun_yaml.is_file():
-        tracking.retry(client.log_artifact, run_id, str(multirun_yaml))
+        store.retry(client.log_artifact, run_id, str(multirun_yaml))
 
     if report and finished:
         try:
-            from runner.report import log_report, select_runs, write_report
+            from runner.tools.report import log_report, select_runs, write_report
 
             runs = select_runs(client, parent=run_id)
             bench = state.get("benchmark") or {}
@@ -588,13 +589,13 @@ def finish_parent(state: dict[str, Any], report: bool = True) -> dict[str, Any]:
         if errors:
             message += ":\n  " + "\n  ".join(errors)
         status = "KILLED" if not failed and (killed or not_run) else "FAILED"
-        tracking.retry(client.set_tag, run_id, "error", message[:5000])
+        store.retry(client.set_tag, run_id, "error", message[:5000])
     else:
         message = f"all {total} jobs finished"
         status = "FINISHED"
         if "error" in client.get_run(run_id).data.tags:
             client.delete_tag(run_id, "error")
-    tracking.retry(client.set_terminated, run_id, status=status)
+    store.retry(client.set_terminated, run_id, status=status)
     print(f"[sweep] {message}; MLflow parent run {run_id}: {status}")
     return {"failed": failed + killed, "not_run": not_run, "finished": finished, "message": message,
             "status": status}
