@@ -112,6 +112,9 @@ class GroupedController(nn.Module, Controller):
             {g.name: [learn_idx.index(i) for i in g.index] for g in self.learning} if self.per_group_stats else {}
         )
         self.supports_q_tables = all(self.nets[g.name].supports_q_tables for g in self.learning)
+        # the whole team's controller, in a tuple (not a second registered submodule): one attribute
+        # lookup per step on the default path instead of nn.Module's __getattr__ and a ModuleDict item
+        self.only: tuple[Any, ...] = (self.nets[g0.name],) if self.whole else ()
         self.to(device)
 
     def member(self) -> Any:
@@ -149,6 +152,9 @@ class GroupedController(nn.Module, Controller):
 
     # -- acting -------------------------------------------------------------------------------
     def init_hidden(self, batch_size: int) -> None:
+        if self.only:
+            self.only[0].init_hidden(batch_size)
+            return
         for net in self.nets.values():
             net.init_hidden(batch_size)
         for pol in self.scripted.values():
@@ -157,10 +163,13 @@ class GroupedController(nn.Module, Controller):
     def epsilon(self, t_env: int) -> float:
         return self.nets[self.learning[0].name].epsilon(t_env)
 
-    @torch.no_grad()
     def select_actions(self, batch: EpisodeBatch, t: int, t_env: int, test_mode: bool) -> torch.Tensor:
-        if self.whole:
-            return self.nets[self.groups[0].name].select_actions(batch, t, t_env, test_mode)
+        if self.only:  # no second no_grad context per step: the controller's own method has one
+            return self.only[0].select_actions(batch, t, t_env, test_mode)
+        with torch.no_grad():
+            return self._select_by_group(batch, t, t_env, test_mode)
+
+    def _select_by_group(self, batch: EpisodeBatch, t: int, t_env: int, test_mode: bool) -> torch.Tensor:
         B = batch.batch_size
         actions = torch.zeros(B, self.spec.n_agents, dtype=torch.long, device=batch.device)
         for g in self.groups:
@@ -200,8 +209,8 @@ class GroupedController(nn.Module, Controller):
 
     def forward_seq(self, batch: EpisodeBatch, agent: nn.Module | None = None) -> torch.Tensor:
         """Q-values [B, T+1, N, A] of every step (rows of non-learning agents are zero)."""
-        if self.whole:
-            return self.nets[self.groups[0].name].forward_seq(batch, agent=self._agent_of(agent, self.groups[0]))
+        if self.only:
+            return self.only[0].forward_seq(batch, agent=self._agent_of(agent, self.groups[0]))
         qs = {g.name: self.nets[g.name].forward_seq(self._view(batch, g), agent=self._agent_of(agent, g)) for g in self.learning}
         first = next(iter(qs.values()))
         return self._scatter(qs, tuple(first.shape[:2]), first)
@@ -209,8 +218,8 @@ class GroupedController(nn.Module, Controller):
     @torch.no_grad()
     def q_values(self, obs: torch.Tensor, agent: nn.Module | None = None) -> torch.Tensor:
         """Q-values [M, N, A] for M standalone observations [M, N, O] (zeros for non-learning agents)."""
-        if self.whole:
-            return self.nets[self.groups[0].name].q_values(obs, self._agent_of(agent, self.groups[0]))
+        if self.only:
+            return self.only[0].q_values(obs, self._agent_of(agent, self.groups[0]))
         qs = {}
         for g in self.learning:
             o = obs[..., self.sel[g.name], : g.obs_dim]
