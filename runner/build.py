@@ -22,7 +22,7 @@ from runner.errors import ConfigError
 from runner.groups import resolve, whole_team
 from runner.logging.base import Loggers
 from runner.logging.console import console
-from runner.runners.parallel import ParallelRunner
+from runner.rollout.parallel import ParallelRunner
 
 
 def resolve_device(name: str) -> torch.device:

@@ -27,7 +27,7 @@ from runner.config import validate
 from runner.learners.base import NonFiniteLossError
 from runner.logging.base import RunInfo
 from runner.logging.console import ProgressDisplay, console, q_table, summary_table
-from runner.runners.parallel import RolloutAborted
+from runner.rollout.parallel import RolloutAborted
 from runner.tracking import ownership
 
 EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}

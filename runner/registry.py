@@ -85,7 +85,7 @@ AGENTS: Registry[Any] = Registry("agent", ("modules.agents",))
 MIXERS: Registry[Any] = Registry("mixer", ("modules.mixers",))
 CONTROLLERS: Registry[Any] = Registry("controller", ("runner.controllers",))
 LEARNERS: Registry[Any] = Registry("learner", ("runner.learners",))
-RUNNERS: Registry[Any] = Registry("runner", ("runner.runners",))
+RUNNERS: Registry[Any] = Registry("runner", ("runner.rollout",))  # the `runner` config group: runner/rollout/
 BUFFERS: Registry[Any] = Registry("buffer", ("runner.buffers",))
 LOGGERS: Registry[Any] = Registry("logger", ("runner.logging",))
 

@@ -277,7 +277,7 @@ def test_stop_request_ignores_the_same_ctrl_c_twice_and_aborts_on_a_second_one(m
 
 
 def test_a_rollout_is_abandoned_when_the_runner_is_asked_to() -> None:
-    from runner.runners.parallel import RolloutAborted
+    from runner.rollout.parallel import RolloutAborted
 
     _, c = _components("runner=parallel", "runner.n_envs=4")
     asked = []
