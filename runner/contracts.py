@@ -59,7 +59,7 @@ CONDITIONED = Capability("conditioned", "agent", "a latent-conditioned agent")
 AGENT_GROUPS = Capability("agent_groups", "controller", "a controller that acts per agent group")
 
 CAPABILITIES = {c.name: c for c in (DISCRETE, CONTINUOUS, STATE, OFF_POLICY, ON_POLICY, LATENT, CONDITIONED, AGENT_GROUPS)}
-GROUPS = ("env", "agent", "mixer", "controller", "learner", "runner", "buffer")
+GROUPS = ("env", "learner", "mixer", "controller", "agent", "runner", "buffer")  # the order errors are reported in
 
 
 class Component:
