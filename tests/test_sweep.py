@@ -123,14 +123,15 @@ def test_a_sweep_with_an_invalid_job_config_runs_nothing(tmp_path, store, store_
     r = sweep(["+algo=qmix,vdnx", "+env=twostep", "learner.lr=0.001,-1", "t_max=400",
                f"logger.mlflow.experiment_name={exp_name}"], tmp_path, store_uri, sdir)
     assert r.returncode == 2
+    algos = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "algo").glob("*.yaml")))
     assert r.stderr.splitlines()[:5] == [
         "Error: 3 of 4 jobs of this sweep have an invalid config; no job was run:",
         f"  job 1 (+algo=qmix +env=twostep learner.lr=-1 t_max=400 logger.mlflow.experiment_name={exp_name} progress=False): invalid config:",
         "      learner.lr=-1.0 is invalid: must be > 0",
         f"  job 2 (+algo=vdnx +env=twostep learner.lr=0.001 t_max=400 logger.mlflow.experiment_name={exp_name} progress=False): "
-        "In 'config': Could not find 'algo/vdnx' (available in 'algo': iql, maven, qmix, vdn)",
+        f"In 'config': Could not find 'algo/vdnx' (available in 'algo': {algos})",
         f"  job 3 (+algo=vdnx +env=twostep learner.lr=-1 t_max=400 logger.mlflow.experiment_name={exp_name} progress=False): "
-        "In 'config': Could not find 'algo/vdnx' (available in 'algo': iql, maven, qmix, vdn)",
+        f"In 'config': Could not find 'algo/vdnx' (available in 'algo': {algos})",
     ]
     assert store.get_experiment_by_name(exp_name) is None  # no parent run, no child run
     assert not (sdir / "0").exists()
