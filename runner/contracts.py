@@ -57,8 +57,13 @@ ON_POLICY = Capability("on_policy", "buffer", "the episodes of the latest rollou
 LATENT = Capability("latent", "controller", "a latent z drawn per episode")
 CONDITIONED = Capability("conditioned", "agent", "a latent-conditioned agent")
 AGENT_GROUPS = Capability("agent_groups", "controller", "a controller that acts per agent group")
+JOINT_MIXER = Capability("joint_mixer", "mixer", "a mixer of the agents' Q-values into a joint Q_tot")
+NO_MIXER = Capability("no_mixer", "mixer", "no mixer (it learns its own joint value networks)")
+DUELING_MIXER = Capability("dueling_mixer", "mixer", "QPLEX's duplex dueling mixer")
+ACTION_INPUTS = Capability("action_inputs", "learner", "a learner that gives the mixer the joint action and the agents' max Q")
 
-CAPABILITIES = {c.name: c for c in (DISCRETE, CONTINUOUS, STATE, OFF_POLICY, ON_POLICY, LATENT, CONDITIONED, AGENT_GROUPS)}
+CAPABILITIES = {c.name: c for c in (DISCRETE, CONTINUOUS, STATE, OFF_POLICY, ON_POLICY, LATENT, CONDITIONED, AGENT_GROUPS,
+                                    JOINT_MIXER, NO_MIXER, DUELING_MIXER, ACTION_INPUTS)}
 GROUPS = ("env", "learner", "mixer", "controller", "agent", "runner", "buffer")  # the order errors are reported in
 
 

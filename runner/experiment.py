@@ -31,6 +31,8 @@ from runner.rollout.parallel import RolloutAborted
 from runner.tracking import ownership
 
 EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# keys of a learner's q_table that hold a joint table, and their titles on the console
+JOINT_TABLES = {"q_tot": "Q_tot", "q_jt": "Q_jt", "q_jt_transformed": "Q'_jt = sum_i Q_i", "q_central": "Q-hat* (central)"}
 
 
 @dataclass
@@ -298,8 +300,12 @@ class Experiment:
                 rows[k] = self.state.latest[k]
         console.print(summary_table(title, rows))
         for t in tables:
-            if "q_tot" in t and len(t["agent_q"]) == 2:
-                console.print(q_table(f"Q_tot at {t['state']}", t["q_tot"]))
+            # a learner's joint tables over the 2 agents' joint actions: q_tot (the mixers), q_jt and
+            # q_jt_transformed (QTRAN), q_central (Weighted QMIX's Q-hat*)
+            joint = [k for k in JOINT_TABLES if k in t] if len(t["agent_q"]) == 2 else []
+            if joint:
+                for key in joint:
+                    console.print(q_table(f"{JOINT_TABLES[key]} at {t['state']}", t[key]))
             else:
                 names = t.get("agents") or [str(i + 1) for i in range(len(t["agent_q"]))]
                 for name, q in zip(names, t["agent_q"]):

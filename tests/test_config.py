@@ -49,7 +49,11 @@ def test_generic_adapter_without_its_env_is_refused(option: str, key: str) -> No
     )
 
 
-NEEDS_MAVEN = {("agent", "noise_gru"), ("controller", "maven"), ("learner", "maven_learner")}
+# options valid only with their algorithm's other parts (runner.contracts capabilities; the tests of
+# each algorithm check the errors): the algo preset and env to compose them with
+NEEDS_ALGO = {("agent", "noise_gru"): ("maven", "mstep"), ("controller", "maven"): ("maven", "mstep"),
+              ("learner", "maven_learner"): ("maven", "mstep"), ("learner", "qplex_learner"): ("qplex", "twostep"),
+              ("mixer", "qplex"): ("qplex", "twostep"), ("learner", "qtran_learner"): ("qtran", "twostep")}
 # generic adapter options leave the env to the user
 NEEDS_VALUE = {
     ("env", "gymnasium"): ["env.key=lbforaging:Foraging-8x8-2p-3f-v3"],
@@ -81,8 +85,9 @@ def test_every_option_of_every_group_composes(group: str, option: str) -> None:
         overrides[0 if group == "algo" else 1] = f"+{group}={option}"
     elif group == "logger":
         overrides = [*BASE, f"logger=[{option}]"]
-    elif (group, option) in NEEDS_MAVEN:  # valid only with MAVEN's other parts (test_maven checks the errors)
-        overrides = ["+algo=maven", "+env=mstep", f"{group}={option}"]
+    elif (group, option) in NEEDS_ALGO:
+        algo, env = NEEDS_ALGO[group, option]
+        overrides = [f"+algo={algo}", f"+env={env}", f"{group}={option}"]
     else:
         overrides = [*BASE, f"{group}={option}"]
     cfg = compose(*overrides, *NEEDS_VALUE.get((group, option), []))
@@ -139,7 +144,8 @@ def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
 def test_missing_algo_lists_the_options(tmp_path: Path, store_uri: str) -> None:
     out = cli(["+env=twostep"], cwd=tmp_path, store_uri=store_uri)
     assert out.returncode == 2
-    assert "missing +algo=<option>. Available options in 'algo': iql, maven, qmix, vdn" in out.stderr
+    assert f"missing +algo=<option>. Available options in 'algo': {', '.join(available_options('algo'))}" in out.stderr
+    assert {"iql", "vdn", "qmix", "maven", "qtran", "qplex", "ow_qmix", "cw_qmix"} <= set(available_options("algo"))
 
 
 def test_missing_env_lists_the_options() -> None:
@@ -299,7 +305,7 @@ def test_evaluate_needs_a_checkpoint(tmp_path: Path) -> None:
 def test_registry_lookup_names_the_options() -> None:
     with pytest.raises(KeyError) as e:
         registry.MIXERS.get("qmixx")
-    assert str(e.value) == "unknown mixer 'qmixx'. Available mixers: none, qmix, vdn"
+    assert str(e.value) == "unknown mixer 'qmixx'. Available mixers: none, qmix, qplex, vdn"
 
 
 # --- issue 14, item 7: clear refusals before any run exists ----------------------------------------------

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from envs.base import EnvConfig, EnvSpec, Observation, StepResult, VecEnv
 from envs.mstep import MStepConfig, MStepGame
 from runner.build import build, seed_everything
 from runner.errors import ConfigError
 from runner.experiment import Experiment, StopRequest
-from runner.registry import ENVS
 from tests.conftest import compose, train
+from tests.fakes.stateless_env import NoStateEnv
 
 MAVEN = ["+algo=maven", "+env=mstep", "env.m=4", "logger=[]"]
 
@@ -125,41 +123,15 @@ def test_maven_bad_input(tmp_path: Path, override: str, message: str) -> None:
     assert message in str(e.value)
 
 
-@dataclass
-class _NoStateConfig(EnvConfig):
-    pass
-
-
-@ENVS.register("_stateless_test_env", config=_NoStateConfig)
-class _NoStateEnv(VecEnv):
-    """An env that has observations but no global state (state_dim 0)."""
-
-    def __init__(self, cfg, n_envs: int, seed: int, device) -> None:
-        self.n_envs, self.device = n_envs, torch.device(device)
-        self.spec = EnvSpec(2, 2, 3, 0, 2, ("a", "b"))
-
-    def reset(self) -> Observation:
-        return Observation(torch.zeros(self.n_envs, 2, 3), torch.zeros(self.n_envs, 0), torch.ones(self.n_envs, 2, 2, dtype=torch.bool))
-
-    def step(self, actions) -> StepResult:
-        z = torch.ones(self.n_envs, dtype=torch.bool)
-        return StepResult(self.reset(), torch.zeros(self.n_envs), z, ~z)
-
-    closed = 0
-
-    def close(self) -> None:
-        type(self).closed += 1
-
-
 def test_maven_needs_an_env_with_a_state(tmp_path: Path, store, exp_name: str) -> None:
     cfg = compose(*[o for o in MAVEN if o != "logger=[]"], f"logger.mlflow.experiment_name={exp_name}")
     cfg.env = {"name": "_stateless_test_env", "t_max": 10, "test_interval": 5, "log_interval": 5}
     from runner.experiment import run
 
-    _NoStateEnv.closed = 0
+    NoStateEnv.closed = 0
     with pytest.raises(ConfigError, match="learner=maven_learner needs an env with a global state"):
         run(cfg, hydra_dir=tmp_path)
-    assert _NoStateEnv.closed == 1  # the env copies built before the refusal are closed
+    assert NoStateEnv.closed == 1  # the env copies built before the refusal are closed
     from tests.conftest import runs_of
 
     assert runs_of(store, exp_name) == []

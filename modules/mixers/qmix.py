@@ -12,7 +12,7 @@ import torch
 from omegaconf import MISSING
 from torch import nn
 
-from runner.contracts import STATE, Component
+from runner.contracts import JOINT_MIXER, STATE, Component
 from runner.registry import MIXERS
 
 
@@ -47,6 +47,7 @@ def _hypernet(layers: int, in_dim: int, hidden: int, out_dim: int) -> nn.Module:
 @MIXERS.register("qmix", config=QMixConfig)
 class QMixer(nn.Module, Component):
     joint = True
+    provides = frozenset({JOINT_MIXER.name})
     requires = frozenset({STATE.name})
     check_config = staticmethod(QMixConfig.check)
 

@@ -8,7 +8,7 @@ import torch
 from omegaconf import MISSING
 from torch import nn
 
-from runner.contracts import Component
+from runner.contracts import JOINT_MIXER, NO_MIXER, Component
 from runner.registry import MIXERS
 
 
@@ -22,6 +22,7 @@ class NoMixer(nn.Module, Component):
     """Identity: every agent learns its own Q from the team reward (IQL)."""
 
     joint = False
+    provides = frozenset({NO_MIXER.name})
 
     def __init__(self, cfg: NoMixerConfig, n_agents: int, state_dim: int) -> None:
         super().__init__()
@@ -40,6 +41,7 @@ class VDNMixer(nn.Module, Component):
     """Value decomposition networks: the sum of the agents' Q-values."""
 
     joint = True
+    provides = frozenset({JOINT_MIXER.name})
 
     def __init__(self, cfg: VDNConfig, n_agents: int, state_dim: int) -> None:
         super().__init__()
