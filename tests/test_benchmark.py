@@ -359,3 +359,22 @@ def test_report_cli_writes_the_benchmark_table_from_mlflow_runs(tmp_path: Path, 
     assert main(["--experiment", exp_name, "--published", "nope", "--out", str(out)]) == 2
     assert main(["--experiment", exp_name, "--published", "nope", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+PYMARL2_QMIX = {  # hijkzzz/pymarl2 src/config/default.yaml + algs/qmix.yaml + learners/nq_learner.py
+    "agent.name": "gru", "agent.hidden_dim": 64, "runner.name": "parallel", "runner.n_envs": 4,
+    "controller.obs_agent_id": True, "controller.obs_last_action": True, "controller.epsilon_start": 1.0,
+    "controller.epsilon_finish": 0.05, "controller.epsilon_anneal_time": 100000, "learner.lr": 0.001,
+    "learner.optimizer": "adam", "learner.optim_eps": 1e-8, "learner.grad_norm_clip": 10.0, "learner.gamma": 0.99,
+    "learner.batch_size": 128, "learner.target_update_interval": 200, "learner.double_q": True,
+    "learner.td_lambda": 0.6, "learner.standardise_rewards": False, "mixer.name": "qmix", "mixer.embed_dim": 32,
+    "mixer.hypernet_layers": 2, "mixer.hypernet_embed": 64, "buffer.buffer_size": 5000,
+}
+
+
+def test_qmix_tuned_holds_pymarl2_values_key_for_key() -> None:
+    cfg = compose("+experiment=qmix_tuned", "+env=lbf")
+    for key, want in PYMARL2_QMIX.items():
+        got = OmegaConf.select(cfg, key)
+        assert got == want, f"qmix_tuned: {key} is {got!r}, pymarl2's is {want!r}"
+    validate(cfg)

@@ -76,6 +76,8 @@ def test_every_option_of_every_group_composes(group: str, option: str) -> None:
         overrides = [f"+experiment={option}"]
         if option.startswith("epymarl_"):  # EPyMARL's algorithm presets: the task is an env preset
             overrides.append("+env=epymarl_climbing")
+        if option == "qmix_tuned":  # pymarl2's QMIX: the task is an env preset
+            overrides.append("+env=lbf")
     elif group == "benchmark":  # a job of the benchmark (test_benchmark composes every job)
         overrides = [f"+benchmark={option}", "+experiment=epymarl_qmix", "+env=epymarl_climbing"]
     elif group == "tune":  # Optuna presets (they select hydra/sweeper=optuna; test_sweep runs one)
