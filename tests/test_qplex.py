@@ -17,7 +17,8 @@ from runner.errors import ConfigError
 from runner.experiment import Experiment, StopRequest
 from runner.learners.qplex import QplexLearner
 from tests.conftest import compose, runs_of, train
-from tests.test_resume import _metrics, _run
+from tests.fakes.interrupt import metrics as _metrics
+from tests.fakes.interrupt import run_until as _run
 
 QPLEX = ["+algo=qplex", "+env=twostep", "logger=[]"]
 MATRIX = ["+experiment=qplex_matrix", "logger=[]"]

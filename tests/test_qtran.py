@@ -16,8 +16,9 @@ from runner.build import build, seed_everything
 from runner.errors import ConfigError
 from runner.learners.qtran import QTranLearner
 from tests.conftest import compose, runs_of, train
+from tests.fakes.interrupt import metrics as _metrics
+from tests.fakes.interrupt import run_until as _run
 from tests.fakes.stateless_env import NoStateEnv
-from tests.test_resume import _metrics, _run
 
 QTRAN = ["+algo=qtran", "+env=matrix", "logger=[]"]
 

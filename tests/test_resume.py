@@ -12,42 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from omegaconf import open_dict
 
 from runner.checkpoint import CheckpointError
-from runner.experiment import run
-from runner.logging.base import Logger
-from runner.registry import LOGGERS
-from tests.conftest import ROOT, compose, runs_of, train
+from tests.conftest import ROOT, runs_of, train
+from tests.fakes.interrupt import metrics as _metrics
+from tests.fakes.interrupt import run_until as _run
 
 BASE = ["+algo=qmix", "+env=twostep", "runner=parallel", "runner.n_envs=4", "test_nepisodes=4",
         "t_max=1200", "test_interval=200", "log_interval=100", "learner.batch_size=8"]
-
-
-@LOGGERS.register("_interrupt_at")
-class InterruptAt(Logger):
-    """Sends the process a real signal once t_env reaches `at` (what Ctrl-C or `kill` would do)."""
-
-    def __init__(self, cfg: dict) -> None:
-        self.at, self.signum, self.sent = cfg["at"], cfg.get("signum", int(signal.SIGINT)), False
-
-    def log_stat(self, key: str, value: float, t_env: int) -> None:
-        if t_env >= self.at and not self.sent:
-            self.sent = True
-            os.kill(os.getpid(), self.signum)
-
-
-def _run(run_dir: Path, *overrides: str, interrupt_at: int | None = None, signum: int = signal.SIGINT):
-    cfg = compose(*overrides)
-    if interrupt_at is not None:
-        with open_dict(cfg):
-            cfg.logger["_interrupt_at"] = {"at": interrupt_at, "signum": int(signum)}
-    return run(cfg, hydra_dir=run_dir)
-
-
-def _metrics(client: MlflowClient, run_id: str) -> dict[str, list[tuple[int, float]]]:
-    run = client.get_run(run_id)
-    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in run.data.metrics}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

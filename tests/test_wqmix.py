@@ -185,7 +185,8 @@ def test_wqmix_learns_the_optimal_joint_action_of_the_matrix_game(tmp_path: Path
 def test_wqmix_resume_equals_an_uninterrupted_run_and_runs_are_deterministic(
     tmp_path: Path, store: MlflowClient, exp_name: str
 ) -> None:
-    from tests.test_resume import _metrics, _run
+    from tests.fakes.interrupt import metrics as _metrics
+    from tests.fakes.interrupt import run_until as _run
 
     base = [*MATRIX[:1], "algo=cw_qmix", "t_max=600", "test_interval=200", "log_interval=100", "test_nepisodes=4",
             "logger=[mlflow]", f"logger.mlflow.experiment_name={exp_name}"]
