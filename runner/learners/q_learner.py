@@ -10,7 +10,7 @@ the rewards in the targets are standardised by their running mean and std (docs/
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -20,6 +20,15 @@ from runner.controllers.basic import NEG
 from runner.errors import check_range
 from runner.learners.base import BaseLearner, LearnerConfig, check_learner_config
 from runner.registry import LEARNERS, MIXERS
+
+
+class TDBatch(NamedTuple):
+    actions: torch.Tensor  # [B, T, N] long
+    terminated: torch.Tensor  # [B, T] float
+    mask: torch.Tensor  # [B, T] float: the valid steps
+    rewards: torch.Tensor  # [B, T] (standardised with learner.standardise_rewards)
+    avail: torch.Tensor  # [B, T+1, N, A] bool
+    states: torch.Tensor  # [B, T+1, mixer_state_dim]
 
 
 @dataclass
@@ -84,25 +93,30 @@ class QLearner(BaseLearner):
         loss, stats, _ = self.td_loss(batch)
         return loss, stats
 
-    def td_loss(self, batch: EpisodeBatch):
-        """Masked TD loss, its stats, and the online Q-values [B, T+1, N, A] (for extra losses)."""
-        cfg = self.cfg
+    def td_batch(self, batch: EpisodeBatch) -> TDBatch:
+        """What every TD loss reads of a batch (``learn_idx``: the learning agents' actions and
+        available actions only). The rewards go through :meth:`train_rewards` once per call."""
         actions = batch["actions"][:, :-1].long()
         terminated = batch["terminated"][:, :-1].float()
         mask = batch["filled"][:, :-1].float()
         rewards = self.train_rewards(batch["reward"][:, :-1], mask)
         avail = batch["avail_actions"]
-        states = self.mixer_states(batch)
-        idx = self.learn_idx
+        if self.learn_idx is not None:
+            actions, avail = actions[:, :, self.learn_idx], avail[:, :, self.learn_idx]
+        return TDBatch(actions, terminated, mask, rewards, avail, self.mixer_states(batch))
 
-        q = self.controller.forward_seq(batch)  # [B, T+1, N, A]
-        if idx is not None:  # the learning agents only
-            q, actions, avail = q[:, :, idx], actions[:, :, idx], avail[:, :, idx]
+    def learning(self, q: torch.Tensor) -> torch.Tensor:
+        """Values [B, T+1, N, A] of the learning agents only."""
+        return q if self.learn_idx is None else q[:, :, self.learn_idx]
+
+    def td_loss(self, batch: EpisodeBatch):
+        """Masked TD loss, its stats, and the online Q-values [B, T+1, N, A] (for extra losses)."""
+        cfg = self.cfg
+        actions, terminated, mask, rewards, avail, states = self.td_batch(batch)
+        q = self.learning(self.controller.forward_seq(batch))  # [B, T+1, N, A]
         chosen = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [B, T, N]
         with torch.no_grad():
-            tq = self.controller.forward_seq(batch, agent=self.targets["agent"])
-            if idx is not None:
-                tq = tq[:, :, idx]
+            tq = self.learning(self.controller.forward_seq(batch, agent=self.targets["agent"]))
             tq = tq.masked_fill(~avail, NEG)
             if cfg.double_q:
                 best = q.detach().masked_fill(~avail, NEG).argmax(-1, keepdim=True)

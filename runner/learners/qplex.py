@@ -52,25 +52,14 @@ class QplexLearner(QLearner):
     def td_loss(self, batch: EpisodeBatch):
         """Masked TD loss of QPLEX's Q_tot, its stats, and the online Q-values [B, T+1, N, A]."""
         cfg = self.cfg
-        actions = batch["actions"][:, :-1].long()
-        terminated = batch["terminated"][:, :-1].float()
-        mask = batch["filled"][:, :-1].float()
-        rewards = self.train_rewards(batch["reward"][:, :-1], mask)
-        avail = batch["avail_actions"]
-        states = self.mixer_states(batch)
-        idx = self.learn_idx
-
-        q = self.controller.forward_seq(batch)  # [B, T+1, N, A]
-        if idx is not None:  # the learning agents only
-            q, actions, avail = q[:, :, idx], actions[:, :, idx], avail[:, :, idx]
+        actions, terminated, mask, rewards, avail, states = self.td_batch(batch)
+        q = self.learning(self.controller.forward_seq(batch))  # [B, T+1, N, A]
         chosen = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [B, T, N]
         greedy_q = q.detach().masked_fill(~avail, NEG)
         best = greedy_q.argmax(-1)  # [B, T+1, N]
         max_q = greedy_q[:, :-1].max(-1).values  # V_i of the online network (no gradient)
         with torch.no_grad():
-            tq = self.controller.forward_seq(batch, agent=self.targets["agent"])
-            if idx is not None:
-                tq = tq[:, :, idx]
+            tq = self.learning(self.controller.forward_seq(batch, agent=self.targets["agent"]))
             tq = tq.masked_fill(~avail, NEG)
             t_max_q = tq.max(-1).values
             t_act = best if cfg.double_q else tq.argmax(-1)

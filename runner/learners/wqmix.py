@@ -144,32 +144,20 @@ class WQMixLearner(QLearner):
         self.central_mixer = CentralFFMixer(n_mixed, self.spec.state_dim, self.cfg.central_mixing_embed_dim).to(device)
         return {"central_agent": self.central_agent, "central_mixer": self.central_mixer}
 
-    def _learning(self, q: torch.Tensor) -> torch.Tensor:
-        return q if self.learn_idx is None else q[:, :, self.learn_idx]
-
     def loss(self, batch: EpisodeBatch, t_env: int):
         cfg = self.cfg
-        actions = batch["actions"][:, :-1].long()
-        terminated = batch["terminated"][:, :-1].float()
-        mask = batch["filled"][:, :-1].float()
-        rewards = self.train_rewards(batch["reward"][:, :-1], mask)
-        avail = batch["avail_actions"]
-        states = self.mixer_states(batch)
-        idx = self.learn_idx
-        if idx is not None:
-            actions, avail = actions[:, :, idx], avail[:, :, idx]
-
-        q = self._learning(self.controller.forward_seq(batch))  # [B, T+1, N, A]
-        central_q = self._learning(self.controller.forward_seq(batch, agent=self.central_agent))
+        actions, terminated, mask, rewards, avail, states = self.td_batch(batch)
+        q = self.learning(self.controller.forward_seq(batch))  # [B, T+1, N, A]
+        central_q = self.learning(self.controller.forward_seq(batch, agent=self.central_agent))
         chosen = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [B, T, N]
         central_chosen = central_q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         with torch.no_grad():
             if cfg.double_q:  # QMIX's greedy joint action, by the online agents
                 greedy_q = q.detach()
             else:
-                greedy_q = self._learning(self.controller.forward_seq(batch, agent=self.targets["agent"]))
+                greedy_q = self.learning(self.controller.forward_seq(batch, agent=self.targets["agent"]))
             greedy = greedy_q.masked_fill(~avail, NEG).argmax(-1, keepdim=True)  # [B, T+1, N, 1]
-            t_central = self._learning(self.controller.forward_seq(batch, agent=self.targets["central_agent"]))
+            t_central = self.learning(self.controller.forward_seq(batch, agent=self.targets["central_agent"]))
             t_central_greedy = t_central.gather(-1, greedy).squeeze(-1)  # [B, T+1, N]
             central_greedy = self.targets["central_mixer"](t_central_greedy, states)  # [B, T+1, 1]
             targets = td_lambda_targets(rewards, terminated, mask, central_greedy[:, 1:], cfg.gamma, cfg.td_lambda)
