@@ -56,6 +56,27 @@ def td_lambda_targets(
     return out
 
 
+def td_stats(td: torch.Tensor, chosen_tot: torch.Tensor, targets: torch.Tensor, m: torch.Tensor, n_agents: int,
+             joint: bool) -> dict[str, torch.Tensor]:
+    """The TD stats of every Q-learner, from the masked TD errors ``td`` and the mixed values of
+    the taken actions [B, T, K] (K outputs per step). PyMARL's (and EPyMARL's) definitions: the
+    mixer's output summed over the valid steps and divided by their number (times K) times
+    n_agents; with a joint mixer that is Q_tot / n_agents, without one (IQL) an agent's mean Q /
+    n_agents, as PyMARL logs it. ``q_tot_taken_mean``/``target_tot_mean`` (joint mixers): Q_tot itself."""
+    n_valid = m.sum() * chosen_tot.shape[-1]
+    n_pymarl = n_valid * n_agents
+    q_sum, t_sum = (chosen_tot.detach() * m).sum(), (targets * m).sum()
+    stats = {
+        "td_error_abs": td.abs().sum().detach() / n_valid,
+        "q_taken_mean": q_sum / n_pymarl,
+        "target_mean": t_sum / n_pymarl,
+    }
+    if joint:
+        stats["q_tot_taken_mean"] = q_sum / n_valid
+        stats["target_tot_mean"] = t_sum / n_valid
+    return stats
+
+
 @LEARNERS.register("q_learner", config=QLearnerConfig)
 class QLearner(BaseLearner):
     cfg: QLearnerConfig
@@ -130,20 +151,7 @@ class QLearner(BaseLearner):
         n_valid = m.sum() * chosen_tot.shape[-1]
         td = (chosen_tot - targets) * m
         loss = (td**2).sum() / n_valid
-        # PyMARL's (and EPyMARL's) definitions: the mixer's output summed over the valid steps and
-        # divided by their number (times the outputs per step) times n_agents. With a joint mixer
-        # that is Q_tot / n_agents; without one (IQL) an agent's mean Q / n_agents, as PyMARL logs it.
-        # q_tot_taken_mean / target_tot_mean: Q_tot itself (joint mixers).
-        n_pymarl = n_valid * chosen.shape[-1]
-        q_sum, t_sum = (chosen_tot.detach() * m).sum(), (targets * m).sum()
-        stats = {
-            "td_error_abs": td.abs().sum().detach() / n_valid,
-            "q_taken_mean": q_sum / n_pymarl,
-            "target_mean": t_sum / n_pymarl,
-        }
-        if self.mixer.joint:
-            stats["q_tot_taken_mean"] = q_sum / n_valid
-            stats["target_tot_mean"] = t_sum / n_valid
+        stats = td_stats(td, chosen_tot, targets, m, chosen.shape[-1], self.mixer.joint)
         if self.learn_positions:
             stats.update(self.group_stats(chosen.detach(), td.detach(), m))
         return loss, stats, q
@@ -160,15 +168,21 @@ class QLearner(BaseLearner):
                 out[f"loss_{g}"] = (td[..., pos] ** 2).sum() / n
         return out
 
-    @torch.no_grad()
-    def q_table(self, obs: torch.Tensor, state: torch.Tensor, avail: torch.Tensor) -> dict[str, Any]:
-        """Learned values at one state: per-agent Q [N, A] and, with a joint mixer, Q_tot over joint actions."""
+    def agent_values(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The learning agents' Q [N, A] at one first-step observation, and a Q table's first entries:
+        ``agent_q`` and, with agent groups, the learning agents' ids (``agents``)."""
         agent_q = self.controller.q_values(obs.unsqueeze(0))[0]  # [N, A]
         out: dict[str, Any] = {}
         if self.learn_idx is not None:  # agent groups: the learning agents' values
             agent_q = agent_q[self.learn_idx]
             out["agents"] = [self.spec.agent_ids[i] for i in self.learn_idx.tolist()]
         out["agent_q"] = agent_q.cpu().tolist()
+        return agent_q, out
+
+    @torch.no_grad()
+    def q_table(self, obs: torch.Tensor, state: torch.Tensor, avail: torch.Tensor) -> dict[str, Any]:
+        """Learned values at one state: per-agent Q [N, A] and, with a joint mixer, Q_tot over joint actions."""
+        agent_q, out = self.agent_values(obs)
         if self.mixer.joint:
             n, a = agent_q.shape
             joint = torch.cartesian_prod(*[torch.arange(a, device=agent_q.device)] * n).view(-1, n)

@@ -22,7 +22,7 @@ from runner.buffers.episode import EpisodeBatch
 from runner.contracts import ACTION_INPUTS, DUELING_MIXER, OFF_POLICY, Controller
 from runner.controllers.basic import NEG
 from runner.learners.base import BaseLearner
-from runner.learners.q_learner import QLearner, QLearnerConfig, td_lambda_targets
+from runner.learners.q_learner import QLearner, QLearnerConfig, td_lambda_targets, td_stats
 from runner.registry import LEARNERS, MIXERS
 
 
@@ -71,17 +71,9 @@ class QplexLearner(QLearner):
         n_valid = m.sum()
         td = (chosen_tot - targets) * m
         loss = (td**2).sum() / n_valid
-        n_pymarl = n_valid * chosen.shape[-1]  # QLearner's (PyMARL's) per-agent definitions
-        q_sum, t_sum = (chosen_tot.detach() * m).sum(), (targets * m).sum()
-        stats = {
-            "td_error_abs": td.abs().sum().detach() / n_valid,
-            "q_taken_mean": q_sum / n_pymarl,
-            "target_mean": t_sum / n_pymarl,
-            "q_tot_taken_mean": q_sum / n_valid,
-            "target_tot_mean": t_sum / n_valid,
-            # the authors' hit_prob: the share of taken actions that are the online greedy ones
-            "hit_prob": ((best[:, :-1] == actions).float().mean(-1, keepdim=True) * m).sum() / n_valid,
-        }
+        stats = td_stats(td, chosen_tot, targets, m, chosen.shape[-1], joint=True)
+        # the authors' hit_prob: the share of taken actions that are the online greedy ones
+        stats["hit_prob"] = ((best[:, :-1] == actions).float().mean(-1, keepdim=True) * m).sum() / n_valid
         if self.learn_positions:
             stats.update(self.group_stats(chosen.detach(), td.detach(), m))
         return loss, stats, q
@@ -100,12 +92,8 @@ class QplexLearner(QLearner):
     @torch.no_grad()
     def q_table(self, obs: torch.Tensor, state: torch.Tensor, avail: torch.Tensor) -> dict[str, Any]:
         """Per-agent Q [N, A] and QPLEX's Q_tot over all joint actions (``q_tot``) at one state."""
-        agent_q = self.controller.q_values(obs.unsqueeze(0))[0]  # [N, A]
-        out: dict[str, Any] = {}
-        if self.learn_idx is not None:  # agent groups: the learning agents' values
-            agent_q = agent_q[self.learn_idx]
-            out["agents"] = [self.spec.agent_ids[i] for i in self.learn_idx.tolist()]
+        agent_q, out = self.agent_values(obs)
+        if self.learn_idx is not None:
             avail = avail[self.learn_idx]
-        out["agent_q"] = agent_q.cpu().tolist()
         out["q_tot"] = self.joint_q(agent_q, state, avail).cpu().tolist()
         return out

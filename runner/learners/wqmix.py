@@ -42,7 +42,7 @@ from runner.buffers.episode import EpisodeBatch
 from runner.contracts import JOINT_MIXER, STATE
 from runner.controllers.basic import NEG
 from runner.errors import check_range
-from runner.learners.q_learner import QLearner, QLearnerConfig, td_lambda_targets
+from runner.learners.q_learner import QLearner, QLearnerConfig, td_lambda_targets, td_stats
 from runner.registry import LEARNERS
 
 
@@ -174,14 +174,8 @@ class WQMixLearner(QLearner):
         central_loss = (central_td**2).sum() / n_valid
         loss = qmix_loss + cfg.central_loss * central_loss
 
-        n_pymarl = n_valid * chosen.shape[-1]  # QLearner's (PyMARL's) definitions of the means
-        q_sum, t_sum = (chosen_tot.detach() * m).sum(), (targets * m).sum()
-        stats = {
-            "td_error_abs": td.abs().sum().detach() / n_valid,
-            "q_taken_mean": q_sum / n_pymarl,
-            "target_mean": t_sum / n_pymarl,
-            "q_tot_taken_mean": q_sum / n_valid,
-            "target_tot_mean": t_sum / n_valid,
+        stats = td_stats(td, chosen_tot, targets, m, chosen.shape[-1], joint=True)
+        stats |= {
             "qmix_loss": qmix_loss.detach(),
             "central_loss": central_loss.detach(),
             "central_taken_mean": (central_tot.detach() * m).sum() / n_valid,
