@@ -86,11 +86,15 @@ class QLearner(BaseLearner):
         self.learn_idx = controller.learn_idx
         self.learn_positions = controller.learn_positions
         n_mixed = spec.n_agents if self.learn_idx is None else len(self.learn_idx)
-        self.mixer = MIXERS.get(mixer_cfg.name)(mixer_cfg, n_mixed, self.mixer_state_dim()).to(device)
+        self.mixer = self.build_mixer(mixer_cfg, n_mixed).to(device)
         modules = {"agent": controller.agent, "mixer": self.mixer, **self.extra_modules(device)}
         super().__init__(cfg, modules, device, target_keys=("agent", "mixer"))
         if self.learn_positions:  # per-group gradient norms
             self.grad_groups = {g: list(controller.agent[g].parameters()) for g in self.learn_positions}
+
+    def build_mixer(self, mixer_cfg: Any, n_mixed: int) -> Any:
+        """The mixer of the learning agents' values (subclasses may give it more, e.g. QPLEX's n_actions)."""
+        return MIXERS.get(mixer_cfg.name)(mixer_cfg, n_mixed, self.mixer_state_dim())
 
     def mixer_state_dim(self) -> int:
         """Size of what the mixer is conditioned on (the env state; subclasses may add to it)."""

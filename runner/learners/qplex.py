@@ -19,9 +19,8 @@ import torch.nn.functional as F
 
 from modules.mixers.qplex import QplexMixer
 from runner.buffers.episode import EpisodeBatch
-from runner.contracts import ACTION_INPUTS, DUELING_MIXER, OFF_POLICY, Controller
+from runner.contracts import ACTION_INPUTS, DUELING_MIXER, OFF_POLICY
 from runner.controllers.basic import NEG
-from runner.learners.base import BaseLearner
 from runner.learners.q_learner import QLearner, QLearnerConfig, td_lambda_targets, td_stats
 from runner.registry import LEARNERS, MIXERS
 
@@ -33,18 +32,9 @@ class QplexLearner(QLearner):
     provides = frozenset({ACTION_INPUTS.name})
     requires = frozenset({OFF_POLICY.name, DUELING_MIXER.name})
 
-    def __init__(self, cfg: QLearnerConfig, controller: Controller, mixer_cfg: Any, spec: Any, device: torch.device) -> None:
-        # QLearner's constructor, except that the mixer is given n_actions (the joint action's one-hot)
-        mixer_cls = MIXERS.get(mixer_cfg.name)
-        self.cfg, self.controller, self.spec = cfg, controller, spec
-        self.learn_idx = controller.learn_idx
-        self.learn_positions = controller.learn_positions
-        n_mixed = spec.n_agents if self.learn_idx is None else len(self.learn_idx)
-        self.mixer = mixer_cls(mixer_cfg, n_mixed, self.mixer_state_dim(), n_actions=spec.n_actions).to(device)
-        modules = {"agent": controller.agent, "mixer": self.mixer, **self.extra_modules(device)}
-        BaseLearner.__init__(self, cfg, modules, device, target_keys=("agent", "mixer"))
-        if self.learn_positions:  # per-group gradient norms
-            self.grad_groups = {g: list(controller.agent[g].parameters()) for g in self.learn_positions}
+    def build_mixer(self, mixer_cfg: Any, n_mixed: int) -> Any:
+        """QPLEX's mixer also needs n_actions (the joint action's one-hot)."""
+        return MIXERS.get(mixer_cfg.name)(mixer_cfg, n_mixed, self.mixer_state_dim(), n_actions=self.spec.n_actions)
 
     def _onehot(self, actions: torch.Tensor) -> torch.Tensor:
         return F.one_hot(actions, self.spec.n_actions).float()
