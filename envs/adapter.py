@@ -36,7 +36,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from envs.base import EnvConfig, EnvSpec
-from runner.contracts import DISCRETE, STATE
+from runner.contracts import BOUNDED, CONTINUOUS, DISCRETE, STATE
 from runner.errors import ConfigError, check_range
 
 
@@ -97,7 +97,8 @@ class AdapterEnv:
     ``one_copy_per_process(cfg)``."""
 
     natively_batched: ClassVar[bool] = False
-    provides: ClassVar[frozenset[str]] = frozenset({DISCRETE.name, STATE.name})
+    # what an adapted env may provide; its spec tells which it does (EnvSpec.provides, checked at build)
+    provides: ClassVar[frozenset[str]] = frozenset({DISCRETE.name, CONTINUOUS.name, BOUNDED.name, STATE.name})
     requires: ClassVar[frozenset[str]] = frozenset()
     reports_agent_returns: ClassVar[bool] = True
     """``env.agent_returns`` exists: with agent groups, each agent's own return is reported."""

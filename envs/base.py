@@ -8,13 +8,14 @@ observation and zero reward until the next reset (the runner masks it out).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from omegaconf import MISSING
 
-from runner.contracts import DISCRETE, STATE
+from runner.contracts import BOUNDED, CONTINUOUS, DISCRETE, STATE
 
 if TYPE_CHECKING:  # torch stays out of env worker processes, which import this module
     import torch
@@ -50,13 +51,36 @@ class EnvSpec:
     """Each agent's own observation size (heterogeneous agents: obs is zero-padded to obs_dim,
     agent i's observation is obs[..., i, :agent_obs_dims[i]]). Empty: every agent has obs_dim."""
     agent_n_actions: tuple[int, ...] = ()
-    """Each agent's own number of actions (the rest of n_actions is never available). Empty: n_actions."""
+    """Each agent's own number of actions (the rest of n_actions is never available). Empty: n_actions.
+    With continuous actions: each agent's own action dimension."""
+    continuous: bool = False
+    """Actions are real vectors (a Gymnasium ``Box``): ``n_actions`` is the largest action dimension,
+    an action is float32 [n_actions] (agent i's real dims are the first ``n_actions_of(i)``, marked
+    True in ``avail_actions``; the rest are padding and never sent). False: one of n_actions choices."""
+    action_low: tuple[tuple[float, ...], ...] = ()
+    """Continuous actions: each agent's lower bound per action dim (padded dims: -1). -inf: unbounded."""
+    action_high: tuple[tuple[float, ...], ...] = ()
+    """Continuous actions: each agent's upper bound per action dim (padded dims: 1). inf: unbounded."""
 
     def obs_dim_of(self, i: int) -> int:
         return self.agent_obs_dims[i] if self.agent_obs_dims else self.obs_dim
 
     def n_actions_of(self, i: int) -> int:
         return self.agent_n_actions[i] if self.agent_n_actions else self.n_actions
+
+    @property
+    def bounded(self) -> bool:
+        """Continuous actions whose every bound is finite (deterministic actors scale into them)."""
+        return self.continuous and all(math.isfinite(x) for row in (*self.action_low, *self.action_high) for x in row)
+
+    def provides(self) -> frozenset[str]:
+        """The env capabilities (runner.contracts) that this instance provides: what its spec tells."""
+        caps = {CONTINUOUS.name if self.continuous else DISCRETE.name}
+        if self.state_dim >= 1:
+            caps.add(STATE.name)
+        if self.bounded:
+            caps.add(BOUNDED.name)
+        return frozenset(caps)
 
 
 class Observation(NamedTuple):
@@ -106,7 +130,8 @@ class VecEnv(ABC):
 
     @abstractmethod
     def step(self, actions: torch.Tensor) -> StepResult:
-        """Apply joint actions [B, N] (int64) in every copy."""
+        """Apply joint actions [B, N] (int64), or [B, N, n_actions] float32 with continuous actions,
+        in every copy."""
 
     def episode_stats(self) -> dict[str, torch.Tensor]:
         """Per-copy stats of the episodes just ended ([B] each), averaged into logged stats."""

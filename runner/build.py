@@ -16,7 +16,7 @@ from envs.base import EnvSpec, VecEnv
 from runner import registry
 from runner.buffers.episode import FieldSpec, base_scheme
 from runner.config import typed
-from runner.contracts import GROUPS, STATE, Buffer, Learner, RolloutHooks
+from runner.contracts import BOUNDED, CAPABILITIES, CONTINUOUS, DISCRETE, GROUPS, SPEC_CAPABILITIES, STATE, Buffer, Learner, RolloutHooks
 from runner.controllers.grouped import GroupedController
 from runner.errors import ConfigError
 from runner.groups import resolve, whole_team
@@ -193,14 +193,59 @@ def build(cfg: DictConfig, device: torch.device) -> Components:
 
 
 def check_spec(cfg: DictConfig, spec: EnvSpec) -> None:
-    """What the chosen parts require of the env that only its spec tells (a global state)."""
-    if spec.state_dim >= 1:
+    """What the chosen parts require of the env that only its spec tells: a global state, discrete or
+    continuous actions, finite action bounds (:data:`runner.contracts.SPEC_CAPABILITIES`)."""
+    have = spec.provides()
+    errors, missing = [], set()
+    for cap_name in sorted(SPEC_CAPABILITIES - have):
+        cap = CAPABILITIES[cap_name]
+        need = [f"{group}={cfg[group].name}" for group in GROUPS
+                if cap_name in registry.ALL[group].get(cfg[group].name).requires]
+        if need:
+            errors.append("; ".join(f"{part} needs {cap.what}" for part in need))
+            missing.add(cap_name)
+    if not errors:
         return
-    need = [f"{group}={cfg[group].name}" for group in GROUPS
-            if STATE.name in registry.ALL[group].get(cfg[group].name).requires]
-    if need:
-        label = cfg.env.get("label") or cfg.env.name
-        raise ConfigError("; ".join(f"{part} needs {STATE.what}" for part in need) + f": env '{label}' has state_dim 0")
+    label = cfg.env.get("label") or cfg.env.name
+    facts = [f"state_dim {spec.state_dim}"] if STATE.name in missing else []
+    hint = ""
+    if missing & {DISCRETE.name, CONTINUOUS.name, BOUNDED.name}:
+        if spec.continuous:
+            bounds = "" if spec.bounded else " with unbounded dims (set env.action_bounds=[low, high])"
+            facts.append(f"continuous (Box) actions of up to {spec.n_actions} dims{bounds}")
+        else:
+            facts.append(f"{spec.n_actions} discrete actions")
+        hint = algorithms_for(have)
+    raise ConfigError("; ".join(errors) + f": env '{label}' has {' and '.join(facts)}"
+                      + (f" (algorithms that can run it: {hint})" if hint else ""))
+
+
+def algorithms_for(have: frozenset[str]) -> str:
+    """The algo presets (conf/algo) whose parts need nothing of an env beyond ``have``: e.g. the
+    algorithms a continuous-action env can run."""
+    from omegaconf import OmegaConf
+
+    from runner.paths import conf_dir
+
+    def defaults(path: Any) -> list[Any]:
+        return OmegaConf.to_container(OmegaConf.load(path)).get("defaults", [])  # type: ignore[union-attr]
+
+    root = {k: v for item in defaults(conf_dir() / "config.yaml")
+            for k, v in (item.items() if isinstance(item, dict) else ()) if k in registry.ALL}
+    names = []
+    for path in sorted((conf_dir() / "algo").glob("*.yaml")):
+        parts = dict(root)
+        for item in defaults(path):
+            for key, value in (item.items() if isinstance(item, dict) else ()):
+                if key.startswith("override /"):
+                    parts[key.split("/", 1)[1]] = value
+        needs = set()
+        for group, option in parts.items():
+            if group in registry.ALL and isinstance(option, str) and option in registry.ALL[group]:
+                needs |= registry.ALL[group].get(option).requires
+        if not (needs & SPEC_CAPABILITIES) - have:
+            names.append(path.stem)
+    return ", ".join(f"+algo={n}" for n in names)
 
 
 def _build_on(cfg: DictConfig, env: VecEnv, runner_cls: Any, device: torch.device) -> Components:

@@ -52,8 +52,10 @@ class Capability:
 DISCRETE = Capability("discrete", "env", "discrete actions")
 CONTINUOUS = Capability("continuous", "env", "continuous actions")
 STATE = Capability("state", "env", "an env with a global state")
+BOUNDED = Capability("bounded_actions", "env", "bounded continuous actions (a Box with finite low and high)")
 OFF_POLICY = Capability("off_policy", "buffer", "a replay buffer of stored episodes (off-policy data)")
 ON_POLICY = Capability("on_policy", "buffer", "the episodes of the latest rollout only (on-policy data)")
+SEQUENCES = Capability("sequences", "buffer", "whole episodes from the buffer (a recurrent network)")
 LATENT = Capability("latent", "controller", "a latent z drawn per episode")
 CONDITIONED = Capability("conditioned", "agent", "a latent-conditioned agent")
 AGENT_GROUPS = Capability("agent_groups", "controller", "a controller that acts per agent group")
@@ -62,8 +64,10 @@ NO_MIXER = Capability("no_mixer", "mixer", "no mixer (it learns its own joint va
 DUELING_MIXER = Capability("dueling_mixer", "mixer", "QPLEX's duplex dueling mixer")
 ACTION_INPUTS = Capability("action_inputs", "learner", "a learner that gives the mixer the joint action and the agents' max Q")
 
-CAPABILITIES = {c.name: c for c in (DISCRETE, CONTINUOUS, STATE, OFF_POLICY, ON_POLICY, LATENT, CONDITIONED, AGENT_GROUPS,
-                                    JOINT_MIXER, NO_MIXER, DUELING_MIXER, ACTION_INPUTS)}
+CAPABILITIES = {c.name: c for c in (DISCRETE, CONTINUOUS, STATE, BOUNDED, OFF_POLICY, ON_POLICY, SEQUENCES, LATENT,
+                                    CONDITIONED, AGENT_GROUPS, JOINT_MIXER, NO_MIXER, DUELING_MIXER, ACTION_INPUTS)}
+# what only an env's spec can tell (EnvSpec.provides): checked again when the env is built
+SPEC_CAPABILITIES = frozenset({DISCRETE.name, CONTINUOUS.name, STATE.name, BOUNDED.name})
 GROUPS = ("env", "learner", "mixer", "controller", "agent", "runner", "buffer")  # the order errors are reported in
 
 
@@ -119,8 +123,13 @@ class Controller(Component, RolloutHooks):
         raise NotImplementedError
 
     def epsilon(self, t_env: int) -> float:
-        """The exploration rate logged with the train stats."""
+        """The exploration rate of epsilon-greedy acting."""
         raise NotImplementedError
+
+    def exploration_stats(self, t_env: int) -> dict[str, float]:
+        """The exploration stats logged with the train stats (stochastic policies: none; their
+        learner logs the entropy; deterministic actors: the noise scale)."""
+        return {"epsilon": self.epsilon(t_env)}
 
     def select_actions(self, batch: EpisodeBatch, t: int, t_env: int, test_mode: bool) -> torch.Tensor:
         raise NotImplementedError
@@ -133,9 +142,21 @@ class Controller(Component, RolloutHooks):
         """Values [M, N, A] of M standalone first-step observations [M, N, O]."""
         raise NotImplementedError
 
+    def action_log_std(self, agent: Any = None) -> torch.Tensor:
+        """A Gaussian policy's log standard deviation [N, A] of every agent's action dims (continuous
+        actions; the mean comes from :meth:`forward_seq`)."""
+        raise NotImplementedError
+
 
 class Learner(Component, RolloutHooks):
     """Trains the controller's ``agent`` (and its own modules) from sampled batches."""
+
+    def updates_due(self, steps: int, episodes: int) -> int:
+        """How many updates (each on a fresh sample of ``batch_size``) follow a rollout of ``steps``
+        env steps and ``episodes`` episodes, once the buffer can be sampled. Default: one per rollout
+        (PyMARL's loop); a learner that learns every k env steps counts them here and checkpoints its
+        count."""
+        return 1
 
     def train(self, batch: EpisodeBatch, t_env: int, episodes: int = 1) -> dict[str, float]:
         raise NotImplementedError

@@ -186,7 +186,7 @@ class Experiment:
             "return_mean": mean,
             "return_std": std,
             "ep_length_mean": _mean_std(state.train_lengths)[0],
-            "epsilon": self.comps.controller.epsilon(state.t_env),
+            **self.comps.controller.exploration_stats(state.t_env),  # epsilon, a noise scale, or none
         }
         stats.update({f"{k}_mean": _mean_std(v)[0] for k, v in state.env_stats.items()})
         stats["episode"] = float(state.episode)
@@ -208,8 +208,14 @@ class Experiment:
         for k, v in r.env_stats.items():
             state.env_stats.setdefault(k, []).extend(v.float().tolist())
         bs = cfg.learner.batch_size
-        if comps.buffer.can_sample(bs):
-            stats = comps.learner.train(comps.buffer.sample(bs).to(comps.device), state.t_env, episodes=len(r.returns))
+        updates = comps.learner.updates_due(r.steps, len(r.returns))  # one per rollout, or per k env steps
+        stats: dict[str, float] = {}
+        for i in range(updates):
+            if not comps.buffer.can_sample(bs):
+                break
+            stats = comps.learner.train(comps.buffer.sample(bs).to(comps.device), state.t_env,
+                                        episodes=len(r.returns) if i == 0 else 0)
+        if stats:
             if state.last_learner_log_t < 0 or state.t_env - state.last_learner_log_t >= cfg.log_interval:
                 comps.loggers.log_stats(stats, state.t_env)
                 state.latest.update(stats)

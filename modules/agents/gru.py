@@ -9,7 +9,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from modules.agents.grouped import GroupedGRUCell, GroupedLinear
-from runner.contracts import Component
+from runner.contracts import SEQUENCES, Component
 from runner.registry import AGENTS
 
 
@@ -23,6 +23,7 @@ class GRUAgentConfig:
 @AGENTS.register("gru", config=GRUAgentConfig)
 class GRUAgent(nn.Module, Component):
     recurrent = True
+    requires = frozenset({SEQUENCES.name})  # whole episodes: the hidden state runs over them
     conditioned = False
 
     def __init__(self, cfg: GRUAgentConfig, input_dim: int, n_actions: int, n_param_groups: int) -> None:

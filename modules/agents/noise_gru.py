@@ -14,7 +14,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from modules.agents.grouped import GroupedGRUCell, GroupedLinear
-from runner.contracts import CONDITIONED, LATENT, Component
+from runner.contracts import CONDITIONED, LATENT, SEQUENCES, Component
 from runner.registry import AGENTS
 
 
@@ -32,7 +32,7 @@ class NoiseGRUAgent(nn.Module, Component):
     recurrent = True
     conditioned = True
     provides = frozenset({CONDITIONED.name})
-    requires = frozenset({LATENT.name})
+    requires = frozenset({LATENT.name, SEQUENCES.name})
 
     def __init__(
         self, cfg: NoiseGRUAgentConfig, input_dim: int, n_actions: int, n_param_groups: int, cond_dim: int = 0

@@ -33,7 +33,7 @@ def base_scheme(spec: EnvSpec) -> dict[str, FieldSpec]:
         "obs": FieldSpec((n, spec.obs_dim), torch.float32),
         "state": FieldSpec((spec.state_dim,), torch.float32),
         "avail_actions": FieldSpec((n, a), torch.bool),
-        "actions": FieldSpec((n,), action_dtype(a)),
+        "actions": FieldSpec((n, a), torch.float32) if spec.continuous else FieldSpec((n,), action_dtype(a)),
         "reward": FieldSpec((), torch.float32),
         "terminated": FieldSpec((), torch.bool),
         "filled": FieldSpec((), torch.bool),

@@ -9,7 +9,7 @@ import torch
 from omegaconf import MISSING
 
 from runner.buffers.episode import EpisodeBatch, FieldSpec
-from runner.contracts import OFF_POLICY, Buffer
+from runner.contracts import OFF_POLICY, SEQUENCES, Buffer
 from runner.registry import BUFFERS
 
 
@@ -24,7 +24,7 @@ class EpisodeReplayConfig:
 
 @BUFFERS.register("episode_replay", config=EpisodeReplayConfig)
 class EpisodeReplayBuffer(Buffer):
-    provides = frozenset({OFF_POLICY.name})
+    provides = frozenset({OFF_POLICY.name, SEQUENCES.name})
 
     def __init__(self, cfg: EpisodeReplayConfig, scheme: dict[str, FieldSpec], max_t: int, device: torch.device) -> None:
         self.capacity = cfg.buffer_size

@@ -35,8 +35,8 @@ from runner.registry import CONTROLLERS
 class GroupView:
     """The part of an episode batch that one group sees: its agents, its observation and action sizes."""
 
-    def __init__(self, batch: EpisodeBatch, sel: Any, obs_dim: int, n_actions: int) -> None:
-        self._batch, self._sel, self._obs, self._act = batch, sel, obs_dim, n_actions
+    def __init__(self, batch: EpisodeBatch, sel: Any, obs_dim: int, n_actions: int, continuous: bool = False) -> None:
+        self._batch, self._sel, self._obs, self._act, self._cont = batch, sel, obs_dim, n_actions, continuous
 
     batch_size = property(lambda self: self._batch.batch_size)
     max_t = property(lambda self: self._batch.max_t)
@@ -49,7 +49,7 @@ class GroupView:
         if key == "avail_actions":
             return v[..., self._sel, : self._act]
         if key == "actions":
-            return v[..., self._sel]
+            return v[..., self._sel, : self._act] if self._cont else v[..., self._sel]
         return v
 
 
@@ -61,7 +61,12 @@ def _selector(index: tuple[int, ...], device: torch.device) -> Any:
 
 
 def group_spec(spec: EnvSpec, g: Group) -> EnvSpec:
-    return EnvSpec(len(g.agents), g.n_actions, g.obs_dim, spec.state_dim, spec.episode_limit, g.agents)
+    if not spec.continuous:
+        return EnvSpec(len(g.agents), g.n_actions, g.obs_dim, spec.state_dim, spec.episode_limit, g.agents)
+    low = tuple(spec.action_low[i][: g.n_actions] for i in g.index)
+    high = tuple(spec.action_high[i][: g.n_actions] for i in g.index)
+    return EnvSpec(len(g.agents), g.n_actions, g.obs_dim, spec.state_dim, spec.episode_limit, g.agents,
+                   continuous=True, action_low=low, action_high=high)
 
 
 def _with_overrides(base: Any, overrides: dict[str, Any] | None) -> Any:
@@ -148,7 +153,7 @@ class GroupedController(nn.Module, Controller):
             net.set_test_variant(suffix)
 
     def _view(self, batch: EpisodeBatch, g: Group) -> GroupView:
-        return GroupView(batch, self.sel[g.name], g.obs_dim, g.n_actions)
+        return GroupView(batch, self.sel[g.name], g.obs_dim, g.n_actions, self.spec.continuous)
 
     # -- acting -------------------------------------------------------------------------------
     def init_hidden(self, batch_size: int) -> None:
@@ -163,6 +168,17 @@ class GroupedController(nn.Module, Controller):
     def epsilon(self, t_env: int) -> float:
         return self.nets[self.learning[0].name].epsilon(t_env)
 
+    def exploration_stats(self, t_env: int) -> dict[str, float]:
+        return self.nets[self.learning[0].name].exploration_stats(t_env)
+
+    def action_log_std(self, agent: nn.Module | None = None) -> torch.Tensor:
+        """[N, A]: each learning group's Gaussian log std in its agents' rows (zeros elsewhere)."""
+        if self.only:
+            return self.only[0].action_log_std(self._agent_of(agent, self.groups[0]))
+        per = {g.name: self.nets[g.name].action_log_std(self._agent_of(agent, g)) for g in self.learning}
+        first = next(iter(per.values()))
+        return self._scatter(per, (), first)
+
     def select_actions(self, batch: EpisodeBatch, t: int, t_env: int, test_mode: bool) -> torch.Tensor:
         if self.only:  # no second no_grad context per step: the controller's own method has one
             return self.only[0].select_actions(batch, t, t_env, test_mode)
@@ -170,8 +186,11 @@ class GroupedController(nn.Module, Controller):
             return self._select_by_group(batch, t, t_env, test_mode)
 
     def _select_by_group(self, batch: EpisodeBatch, t: int, t_env: int, test_mode: bool) -> torch.Tensor:
-        B = batch.batch_size
-        actions = torch.zeros(B, self.spec.n_agents, dtype=torch.long, device=batch.device)
+        B, spec = batch.batch_size, self.spec
+        if spec.continuous:
+            actions = torch.zeros(B, spec.n_agents, spec.n_actions, device=batch.device)
+        else:
+            actions = torch.zeros(B, spec.n_agents, dtype=torch.long, device=batch.device)
         for g in self.groups:
             view = self._view(batch, g)
             if g.name in self.nets:
@@ -179,15 +198,38 @@ class GroupedController(nn.Module, Controller):
             else:
                 avail = view["avail_actions"][:, t]
                 if g.policy == "random":
-                    a = (torch.rand(avail.shape, device=avail.device) * avail).argmax(-1)
+                    a = self._random(g, avail)
                 else:
                     a = self._scripted(g, view["obs"][:, t], avail, t)
-            actions[:, self.sel[g.name]] = a
+            if spec.continuous:
+                actions[:, self.sel[g.name], : a.shape[-1]] = a
+            else:
+                actions[:, self.sel[g.name]] = a
         return actions
+
+    def _random(self, g: Group, avail: torch.Tensor) -> torch.Tensor:
+        """Uniformly random available actions; continuous: uniform within the bounds (a standard
+        normal in unbounded dims)."""
+        if not self.spec.continuous:
+            return (torch.rand(avail.shape, device=avail.device) * avail).argmax(-1)
+        idx = list(g.index)
+        low = torch.tensor([self.spec.action_low[i] for i in idx], device=avail.device)[:, : avail.shape[-1]]
+        high = torch.tensor([self.spec.action_high[i] for i in idx], device=avail.device)[:, : avail.shape[-1]]
+        finite = torch.isfinite(low) & torch.isfinite(high)
+        u = torch.rand(avail.shape, device=avail.device)
+        uniform = torch.where(finite, low, 0.0) + u * torch.where(finite, high - low, 0.0)
+        return torch.where(finite, uniform, torch.randn_like(u)) * avail
 
     def _scripted(self, g: Group, obs: torch.Tensor, avail: torch.Tensor, t: int) -> torch.Tensor:
         a = self.scripted[g.name](obs, avail, t)
         a = torch.as_tensor(a, device=avail.device)
+        if self.spec.continuous:
+            if tuple(a.shape) != tuple(avail.shape) or not a.dtype.is_floating_point:
+                raise ValueError(
+                    f"scripted policy of group '{g.name}' returned {tuple(a.shape)} {a.dtype} actions; "
+                    f"expected float actions of shape {tuple(avail.shape)} (batch, agents in the group, action dims)"
+                )
+            return a.float() * avail
         if tuple(a.shape) != tuple(avail.shape[:2]) or a.dtype.is_floating_point:
             raise ValueError(
                 f"scripted policy of group '{g.name}' returned {tuple(a.shape)} {a.dtype} actions; "
