@@ -1,0 +1,1 @@
+"""Critics of the actor-critic learners: value functions V (PPO) and action values Q (MADDPG, MATD3)."""
