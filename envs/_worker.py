@@ -26,7 +26,7 @@ def layout(n_envs: int, spec: EnvSpec) -> list[tuple[str, Any, tuple[int, ...]]]
     """The arrays in the shared file, in order: (name, dtype, shape)."""
     b, n = n_envs, spec.n_agents
     return [
-        ("actions", np.int64, (b, n)),
+        action_array(n_envs, spec),
         ("obs", np.float32, (b, n, spec.obs_dim)),
         ("state", np.float32, (b, spec.state_dim)),
         ("avail", np.bool_, (b, n, spec.n_actions)),
@@ -34,6 +34,13 @@ def layout(n_envs: int, spec: EnvSpec) -> list[tuple[str, Any, tuple[int, ...]]]
         ("terminated", np.bool_, (b,)),
         ("truncated", np.bool_, (b,)),
     ]
+
+
+def action_array(n_envs: int, spec: EnvSpec) -> tuple[str, Any, tuple[int, ...]]:
+    """The joint actions of every copy: float32 [B, N, n_actions] with continuous actions, else int64 [B, N]."""
+    if spec.continuous:
+        return ("actions", np.float32, (n_envs, spec.n_agents, spec.n_actions))
+    return ("actions", np.int64, (n_envs, spec.n_agents))
 
 
 def nbytes(n_envs: int, spec: EnvSpec) -> int:

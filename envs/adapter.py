@@ -14,6 +14,10 @@ worker processes. What it takes care of:
 - **Heterogeneous agents**: observations are flattened and zero-padded to the largest size, plus a
   one-hot of the agent's observation kind when the sizes differ (``obs_kind_flag``); action
   spaces are padded to the largest, with the extra actions masked out.
+- **Continuous actions**: every agent has a ``Box`` action space (or every agent a ``Discrete``
+  one). An action is a float vector padded to the largest flattened dimension; each live agent
+  is sent its own dims, clipped into its bounds, in its space's shape. ``action_bounds`` gives
+  unbounded dims a range.
 - **Termination vs truncation**: an episode ends when every agent is done; it is truncated
   (bootstrapped) when the env says so. An episode that reaches ``episode_limit`` is cut there and
   counts as ``time_limit`` says, unless the env terminated it itself at that step (LBF and RWARE
@@ -30,14 +34,16 @@ This module imports neither torch nor any env package: it runs inside env worker
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
+from omegaconf import ListConfig
 
 from envs.base import EnvConfig, EnvSpec
 from runner.contracts import BOUNDED, CONTINUOUS, DISCRETE, STATE
-from runner.errors import ConfigError, check_range
+from runner.errors import ConfigError, check_range, invalid
 
 
 @dataclass
@@ -60,7 +66,12 @@ class AdapterConfig(EnvConfig):
     obs_kind_flag: bool = True
     """Agents with different observation sizes: append a one-hot of the agent's observation kind."""
     dead_action: int = 0
-    """The one action available to an agent that is dead or has left (its action is not sent)."""
+    """The one action available to an agent that is dead or has left (its action is not sent).
+    Discrete actions only."""
+    action_bounds: Any = None
+    """Continuous actions: ``[low, high]`` replacing the infinite bounds of the agents' ``Box``
+    action spaces (finite bounds stay), so that actors needing bounded actions can run the env.
+    None: the spaces' own bounds."""
     info_keys: list[str] = field(default_factory=list)
     """Keys of the last step's infos logged per episode as <key>_mean (e.g. battle_won)."""
     agent_returns: bool = False
@@ -86,7 +97,28 @@ def check_adapter_config(cfg: Any) -> list[str]:
         check_range(errs, "env.episode_limit", env.episode_limit, 1, float("inf"))
     if env.dead_action < 0:
         errs.append(f"env.dead_action={env.dead_action} is invalid: must be >= 0")
+    if env.action_bounds is not None:
+        rule = _bounds_rule(env.action_bounds)
+        if rule:
+            errs.append(invalid("env.action_bounds", _plain(env.action_bounds), rule))
     return errs
+
+
+def _plain(value: Any) -> Any:
+    """An OmegaConf list as a plain list (for messages); anything else as it is."""
+    return list(value) if isinstance(value, ListConfig) else value
+
+
+def _bounds_rule(value: Any) -> str:
+    """Why ``value`` is not a valid ``env.action_bounds`` (empty: it is valid)."""
+    value = _plain(value)
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return "must be a pair [low, high] of finite numbers"
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in value):
+        return "low and high must be finite numbers"
+    if not value[0] < value[1]:
+        return "low must be below high"
+    return ""
 
 
 class AdapterEnv:
@@ -131,6 +163,10 @@ def make_copy(env_cls: Any, cfg: Any, seed: int, index: int) -> StandardEnv:
     return env_cls.make_single(cfg, seed + index)
 
 
+Bounds = tuple[tuple[float, ...], ...]
+"""Per agent, per action dim: one side of the continuous action bounds (as in EnvSpec)."""
+
+
 class Arrays(NamedTuple):
     """One copy's observation, as fixed-shape arrays."""
 
@@ -172,6 +208,28 @@ def _bounds_scale(space: Any) -> tuple[np.ndarray, np.ndarray]:
     offset = np.where(finite, low, 0.0).astype(np.float32)
     factor = np.where(finite, 1.0 / np.where(finite, high - low, 1.0), 1.0).astype(np.float32)
     return offset, factor
+
+
+def _is_discrete(space: Any) -> bool:
+    return hasattr(space, "n") and getattr(space, "shape", None) in ((), None)
+
+
+def _is_box(space: Any) -> bool:
+    return all(hasattr(space, k) for k in ("low", "high", "shape")) and not hasattr(space, "n")
+
+
+def _action_kind(spaces: list[Any], agents: tuple[str, ...], label: str) -> str:
+    """'discrete' when every agent's action space is Discrete, 'box' when every one is a Box;
+    anything else is refused (the runner's actions are one tensor of one kind for the team)."""
+    for a, space in zip(agents, spaces):
+        if not (_is_discrete(space) or _is_box(space)):
+            raise ConfigError(f"{label}: agent '{a}' has action space {space}; hymarl needs Discrete or Box actions")
+    kinds = {"discrete" if _is_discrete(s) else "box" for s in spaces}
+    if len(kinds) > 1:
+        each = ", ".join(f"'{a}': {s}" for a, s in zip(agents, spaces))
+        raise ConfigError(f"{label} mixes Discrete and Box action spaces ({each}); hymarl needs every agent's "
+                          "actions Discrete or every agent's Box")
+    return kinds.pop()
 
 
 def declared_episode_limit(env: Any) -> int | None:
@@ -225,24 +283,28 @@ class StandardEnv:
             raise ConfigError(f"{label} has no agents (possible_agents is empty)")
         self.obs_sizes, self.n_actions, self.mask_in_obs = [], [], []
         self.obs_scale: list[tuple[np.ndarray, np.ndarray] | None] = []
-        for a in self.agents:
-            act = env.action_space(a)
-            if not hasattr(act, "n") or getattr(act, "shape", None) not in ((), None):
-                raise ConfigError(
-                    f"{label}: agent '{a}' has action space {act}; hymarl's value-based learners need "
-                    "Discrete actions (MPE envs: pass continuous_actions: false)"
-                )
+        act_spaces = [env.action_space(a) for a in self.agents]
+        self.continuous = _action_kind(act_spaces, self.agents, label) == "box"
+        for a, act in zip(self.agents, act_spaces):
             space, has_mask = _space_parts(env.observation_space(a))
             self.obs_sizes.append(_flat_size(space))
             self.obs_scale.append(_bounds_scale(space) if cfg.obs_norm else None)
             self.mask_in_obs.append(has_mask)
-            self.n_actions.append(int(act.n))
+            self.n_actions.append(_flat_size(act) if self.continuous else int(act.n))
         kinds = sorted(set(self.obs_sizes))
         self.kind = [kinds.index(s) for s in self.obs_sizes]
         self.flag_dim = len(kinds) if (cfg.obs_kind_flag and len(kinds) > 1) else 0
         self.obs_dim = max(self.obs_sizes) + self.flag_dim
         self.max_actions = max(self.n_actions)
-        if not 0 <= cfg.dead_action < min(self.n_actions):
+        low: Bounds = ()
+        high: Bounds = ()
+        if self.continuous:
+            low, high = self._action_bounds(act_spaces, cfg.action_bounds)
+            self.act_shapes = [tuple(act.shape) for act in act_spaces]
+            # clip bounds as arrays (inf where a dim is unbounded: np.clip leaves it alone)
+            self.act_clip = [(np.asarray(lo[:d], np.float32), np.asarray(hi[:d], np.float32))
+                             for lo, hi, d in zip(low, high, self.n_actions)]
+        elif not 0 <= cfg.dead_action < min(self.n_actions):
             raise ConfigError(
                 f"env.dead_action={cfg.dead_action} is invalid: {label} has agents with only "
                 f"{min(self.n_actions)} actions"
@@ -262,7 +324,7 @@ class StandardEnv:
             )
         self.limit = int(limit)
         self.spec = EnvSpec(n, self.max_actions, self.obs_dim, self.state_dim, self.limit, self.agents,
-                            tuple(self.obs_sizes), tuple(self.n_actions))
+                            tuple(self.obs_sizes), tuple(self.n_actions), self.continuous, low, high)
 
         self._obs = np.zeros((n, self.obs_dim), np.float32)
         self._avail = np.zeros((n, self.max_actions), bool)
@@ -271,7 +333,9 @@ class StandardEnv:
             if self.flag_dim:
                 self._obs[i, max(self.obs_sizes) + k] = 1.0
         self._full_rows = np.arange(self.max_actions)[None, :] < np.array(self.n_actions)[:, None]
-        self._dead_row = np.arange(self.max_actions) == cfg.dead_action
+        # continuous: a dead agent's row stays its own dims (its action is not sent), so actions keep their shape
+        self._dead_rows = self._full_rows if self.continuous else np.broadcast_to(
+            np.arange(self.max_actions) == cfg.dead_action, self._full_rows.shape)
         self._same_size = len(kinds) == 1
         self.t = 0
         self.done = True
@@ -280,6 +344,27 @@ class StandardEnv:
         self.stats: dict[str, float] = {}
         self._agent_index = {a: i for i, a in enumerate(self.agents)}
         self._agent_ret = np.zeros(n, np.float64)
+
+    def _action_bounds(self, spaces: list[Any], override: Any) -> tuple[Bounds, Bounds]:
+        """(low, high) per agent, flattened and padded to n_actions with -1/1; ``env.action_bounds``
+        replaces the infinite bounds."""
+        lows, highs = [], []
+        for a, space, d in zip(self.agents, spaces, self.n_actions):
+            lo = np.broadcast_to(np.asarray(space.low, np.float64), space.shape).reshape(-1)
+            hi = np.broadcast_to(np.asarray(space.high, np.float64), space.shape).reshape(-1)
+            if override is not None:
+                lo = np.where(np.isinf(lo), float(override[0]), lo)
+                hi = np.where(np.isinf(hi), float(override[1]), hi)
+                bad = np.flatnonzero(~(lo < hi))
+                if bad.size:
+                    j = int(bad[0])
+                    raise ConfigError(invalid("env.action_bounds", _plain(override),
+                                              f"agent '{a}' of {self.label} would have action dim {j} "
+                                              f"in [{lo[j]}, {hi[j]}], an empty range"))
+            pad = self.max_actions - d
+            lows.append(tuple(map(float, lo)) + (-1.0,) * pad)
+            highs.append(tuple(map(float, hi)) + (1.0,) * pad)
+        return tuple(lows), tuple(highs)
 
     def _has_state(self) -> bool:
         try:
@@ -302,15 +387,19 @@ class StandardEnv:
         return self._observe(obs, infos)
 
     def step(self, actions: np.ndarray) -> Transition:
+        """Apply the joint action: [N] action indices, or [N, n_actions] floats with continuous actions."""
         if self.done:  # the vector contract: an ended copy repeats its last observation, reward 0
             return Transition(self._arrays(), 0.0, False, False)
-        acts = np.asarray(actions).tolist()
-        avail = self._avail
-        for i, x in enumerate(acts):
-            if not avail[i, x]:
-                raise ValueError(f"{self.label}: agent '{self.agents[i]}' was given unavailable action {x}")
         live = set(self.env.agents)
-        sent = {a: x for a, x in zip(self.agents, acts) if a in live}
+        if self.continuous:
+            sent = self._continuous_actions(actions, live)
+        else:
+            acts = np.asarray(actions).tolist()
+            avail = self._avail
+            for i, x in enumerate(acts):
+                if not avail[i, x]:
+                    raise ValueError(f"{self.label}: agent '{self.agents[i]}' was given unavailable action {x}")
+            sent = {a: x for a, x in zip(self.agents, acts) if a in live}
         obs, rewards, terms, truncs, infos = self.env.step(sent)
         self.t += 1
         values = [float(r) for r in rewards.values()]
@@ -333,11 +422,29 @@ class StandardEnv:
             self.stats = self._episode_stats(infos)
         return Transition(arrays, reward, ended and not truncated, ended and truncated)
 
+    def _continuous_actions(self, actions: np.ndarray, live: set[str]) -> dict[str, np.ndarray]:
+        """Each live agent's own action dims, clipped into its bounds, in its space's shape."""
+        acts = np.asarray(actions, dtype=np.float32)
+        if acts.shape != self._avail.shape:
+            raise ValueError(f"{self.label}: continuous actions must have shape {self._avail.shape} "
+                             f"(agents, action dims), got {acts.shape}")
+        sent = {}
+        for i, a in enumerate(self.agents):
+            if a not in live:
+                continue
+            x = acts[i, : self.n_actions[i]]
+            if np.isnan(x).any():
+                raise ValueError(f"{self.label}: agent '{a}' was given a NaN action {x.tolist()}")
+            lo, hi = self.act_clip[i]
+            sent[a] = np.clip(x, lo, hi).reshape(self.act_shapes[i])
+        return sent
+
     def _observe(self, obs: dict[str, Any], infos: dict[str, Any], live: set[str] | None = None,
                  ended: bool = False) -> Arrays:
         if live is None:
             live = set(self.env.agents)
         obs_buf, avail, dead = self._obs, self._avail, self.cfg.dead_action
+        cont = self.continuous
         for i, a in enumerate(self.agents):
             o = obs.get(a)
             size = self.obs_sizes[i]
@@ -345,12 +452,12 @@ class StandardEnv:
             # (and their masks, which a truncated episode bootstraps from) still count
             if o is None or not (ended or a in live):
                 obs_buf[i, :size] = 0.0  # padding and kind flags never change
-                avail[i] = self._dead_row
+                avail[i] = self._dead_rows[i]
                 continue
             mask = None
             if self.mask_in_obs[i] and isinstance(o, dict):
                 mask, o = o.get("action_mask"), o["observation"]
-            else:
+            elif not cont:  # a Box has no actions to mask
                 info = infos.get(a)
                 if info and "action_mask" in info:
                     mask = info["action_mask"]
@@ -360,7 +467,7 @@ class StandardEnv:
                 lo, inv = scale
                 flat = (flat - lo) * inv
             obs_buf[i, :size] = flat
-            if mask is None:
+            if mask is None or cont:
                 avail[i] = self._full_rows[i]
             else:
                 m = np.asarray(mask).reshape(-1)[: self.n_actions[i]].astype(bool)

@@ -123,6 +123,6 @@ class AECAsParallel:
                 o = obs[a]
                 if isinstance(o, dict) and "action_mask" in o:  # masks in observations: zero the copy
                     obs[a] = {**o, "action_mask": np.zeros_like(np.asarray(o["action_mask"]))}
-                else:
+                elif hasattr(self.action_space(a), "n"):  # a Box has no mask: only the active agent's action is sent
                     infos[a]["action_mask"] = np.zeros(int(self.action_space(a).n), dtype=np.int8)
         return obs, infos

@@ -54,7 +54,7 @@ class SyncVecEnv(VecEnv):
             self.close()
             raise
         self.spec = _check_same_spec([e.spec for e in self.envs])
-        self._actions = np.zeros((n_envs, self.spec.n_agents), np.int64)
+        self._act_dtype = _worker.action_array(n_envs, self.spec)[1]
 
     def _stack(self, arrays: list[Any]) -> Observation:
         return Observation(
@@ -67,7 +67,9 @@ class SyncVecEnv(VecEnv):
         return self._stack([e.reset() for e in self.envs])
 
     def step(self, actions: torch.Tensor) -> StepResult:
-        acts = actions.cpu().numpy()
+        """Joint actions [B, N] (int64), or [B, N, n_actions] with continuous actions (sent as float32,
+        as SubprocVecEnv's shared memory holds them, so that both give the same results)."""
+        acts = actions.cpu().numpy().astype(self._act_dtype, copy=False)
         trs = [e.step(acts[i]) for i, e in enumerate(self.envs)]
         return StepResult(
             self._stack([t.arrays for t in trs]),

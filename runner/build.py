@@ -101,10 +101,12 @@ class StorageEstimate:
     device: torch.device
     max_t: int
     per_episode: int
+    per_entry: int = 0
+    """Bytes of one buffer entry (0: one episode, ``per_episode``; a transition buffer's entry is smaller)."""
 
     @property
     def buffer_bytes(self) -> int:
-        return self.buffer_episodes * self.per_episode
+        return self.buffer_episodes * (self.per_entry or self.per_episode)
 
     @property
     def batch_bytes(self) -> int:
@@ -120,8 +122,9 @@ class StorageEstimate:
 def storage_estimate(cfg: DictConfig, scheme: dict[str, FieldSpec], spec: EnvSpec, copies: int,
                      device: torch.device) -> StorageEstimate:
     buf_device = device if cfg.buffer.get("device", "auto") == "auto" else torch.device("cpu")
+    slots = registry.BUFFERS.get(cfg.buffer.name).slots_per_entry(spec.episode_limit)
     return StorageEstimate(int(cfg.buffer.get("buffer_size", 0)), buf_device, copies, device, spec.episode_limit,
-                           episode_bytes(scheme, spec.episode_limit))
+                           episode_bytes(scheme, spec.episode_limit), episode_bytes(scheme, slots - 1))
 
 
 def check_memory(cfg: DictConfig, est: StorageEstimate) -> None:

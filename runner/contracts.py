@@ -173,6 +173,12 @@ class Learner(Component, RolloutHooks):
 
 
 class Buffer(Component):
+    @classmethod
+    def slots_per_entry(cls, max_t: int) -> int:
+        """Time slots of one stored entry (memory estimates): a whole episode and its bootstrap slot by
+        default; a buffer of single transitions stores 2."""
+        return max_t + 1
+
     def insert(self, batch: EpisodeBatch) -> None:
         raise NotImplementedError
 

@@ -579,8 +579,8 @@ def test_tiny_env_in_a_worker_stats_rng_and_an_exception_with_its_traceback() ->
 
 
 def test_a_config_error_in_a_worker_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="need Discrete actions"):
-        _subproc("+env=pz_simple_spread", "env.factory.continuous_actions=true", n=2, workers=2)
+    with pytest.raises(ConfigError, match="mixes Discrete and Box action spaces"):
+        _subproc("+env=pettingzoo", "env.factory={_target_: tests.fakes.box_env.box_env, kind: mixed}", n=2, workers=2)
 
 
 def test_a_killed_worker_is_reported_as_dead() -> None:
@@ -671,20 +671,9 @@ def test_an_rng_state_saved_before_the_first_reset_changes_nothing() -> None:
 
 
 # -- 8. bad input ---------------------------------------------------------------------------------
-def test_continuous_mpe_actions_are_refused() -> None:
-    env_cls, env_cfg = _env_cfg("+env=pz_simple_spread", "env.factory.continuous_actions=true")
-    validate(compose("+algo=qmix", "+env=pz_simple_spread", "env.factory.continuous_actions=true"))
-    with pytest.raises(ConfigError, match=_exact(
-        "env 'pz_simple_spread' (mpe2.simple_spread_v3.parallel_env): agent 'agent_0' has action space "
-        "Box(0.0, 1.0, (5,), float32); hymarl's value-based learners need Discrete actions "
-        "(MPE envs: pass continuous_actions: false)"
-    )):
-        env_cls.make_single(env_cfg, 0)
-
-
 def test_continuous_actions_stop_a_run_before_it_is_created(tmp_path: Path, store: MlflowClient,
                                                             exp_name: str) -> None:
-    with pytest.raises(ConfigError, match="need Discrete actions"):
+    with pytest.raises(ConfigError, match="controller=basic needs discrete actions: env 'pz_simple_spread' has continuous"):
         train(tmp_path, "+algo=qmix", "+env=pz_simple_spread", "env.factory.continuous_actions=true",
               "runner=parallel", "runner.n_envs=2", "runner.n_workers=1", f"logger.mlflow.experiment_name={exp_name}")
     assert runs_of(store, exp_name) == []
