@@ -16,7 +16,18 @@ from envs.base import EnvSpec, VecEnv
 from runner import registry
 from runner.buffers.episode import FieldSpec, base_scheme
 from runner.config import typed
-from runner.contracts import BOUNDED, CAPABILITIES, CONTINUOUS, DISCRETE, GROUPS, SPEC_CAPABILITIES, STATE, Buffer, Learner, RolloutHooks
+from runner.contracts import (
+    BOUNDED,
+    CAPABILITIES,
+    CONTINUOUS,
+    DISCRETE,
+    GROUPS,
+    SPEC_CAPABILITIES,
+    STATE,
+    Buffer,
+    Learner,
+    RolloutHooks,
+)
 from runner.controllers.grouped import GroupedController
 from runner.errors import ConfigError
 from runner.groups import resolve, whole_team

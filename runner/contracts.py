@@ -58,6 +58,8 @@ ON_POLICY = Capability("on_policy", "buffer", "the episodes of the latest rollou
 SEQUENCES = Capability("sequences", "buffer", "whole episodes from the buffer (a recurrent network)")
 LATENT = Capability("latent", "controller", "a latent z drawn per episode")
 CONDITIONED = Capability("conditioned", "agent", "a latent-conditioned agent")
+STOCHASTIC = Capability("stochastic_policy", "controller", "a stochastic policy")  # outputs: a distribution's parameters
+DETERMINISTIC = Capability("deterministic_policy", "controller", "deterministic actors")  # outputs: actions
 AGENT_GROUPS = Capability("agent_groups", "controller", "a controller that acts per agent group")
 JOINT_MIXER = Capability("joint_mixer", "mixer", "a mixer of the agents' Q-values into a joint Q_tot")
 NO_MIXER = Capability("no_mixer", "mixer", "no mixer (it learns its own joint value networks)")
@@ -65,7 +67,8 @@ DUELING_MIXER = Capability("dueling_mixer", "mixer", "QPLEX's duplex dueling mix
 ACTION_INPUTS = Capability("action_inputs", "learner", "a learner that gives the mixer the joint action and the agents' max Q")
 
 CAPABILITIES = {c.name: c for c in (DISCRETE, CONTINUOUS, STATE, BOUNDED, OFF_POLICY, ON_POLICY, SEQUENCES, LATENT,
-                                    CONDITIONED, AGENT_GROUPS, JOINT_MIXER, NO_MIXER, DUELING_MIXER, ACTION_INPUTS)}
+                                    CONDITIONED, STOCHASTIC, DETERMINISTIC, AGENT_GROUPS, JOINT_MIXER, NO_MIXER,
+                                    DUELING_MIXER, ACTION_INPUTS)}
 # what only an env's spec can tell (EnvSpec.provides): checked again when the env is built
 SPEC_CAPABILITIES = frozenset({DISCRETE.name, CONTINUOUS.name, STATE.name, BOUNDED.name})
 GROUPS = ("env", "learner", "mixer", "controller", "agent", "runner", "buffer")  # the order errors are reported in

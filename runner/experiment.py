@@ -215,11 +215,10 @@ class Experiment:
                 break
             stats = comps.learner.train(comps.buffer.sample(bs).to(comps.device), state.t_env,
                                         episodes=len(r.returns) if i == 0 else 0)
-        if stats:
-            if state.last_learner_log_t < 0 or state.t_env - state.last_learner_log_t >= cfg.log_interval:
-                comps.loggers.log_stats(stats, state.t_env)
-                state.latest.update(stats)
-                state.last_learner_log_t = state.t_env
+        if stats and (state.last_learner_log_t < 0 or state.t_env - state.last_learner_log_t >= cfg.log_interval):
+            comps.loggers.log_stats(stats, state.t_env)
+            state.latest.update(stats)
+            state.last_learner_log_t = state.t_env
         if state.t_env - state.last_log_t >= cfg.log_interval:
             self.log_train()
 

@@ -53,7 +53,14 @@ def test_generic_adapter_without_its_env_is_refused(option: str, key: str) -> No
 # each algorithm check the errors): the algo preset and env to compose them with
 NEEDS_ALGO = {("agent", "noise_gru"): ("maven", "mstep"), ("controller", "maven"): ("maven", "mstep"),
               ("learner", "maven_learner"): ("maven", "mstep"), ("learner", "qplex_learner"): ("qplex", "twostep"),
-              ("mixer", "qplex"): ("qplex", "twostep"), ("learner", "qtran_learner"): ("qtran", "twostep")}
+              ("mixer", "qplex"): ("qplex", "twostep"), ("learner", "qtran_learner"): ("qtran", "twostep"),
+              ("learner", "ippo_learner"): ("ippo", "twostep"), ("learner", "mappo_learner"): ("mappo", "twostep"),
+              ("controller", "stochastic"): ("ippo", "twostep"), ("buffer", "rollout"): ("ippo", "twostep"),
+              ("learner", "maddpg_learner"): ("maddpg", "twostep"), ("learner", "matd3_learner"): ("matd3", "twostep"),
+              ("controller", "deterministic"): ("maddpg", "twostep"),
+              ("buffer", "transition_replay"): ("maddpg", "twostep", "agent=mlp")}  # a GRU needs whole episodes
+# env presets with continuous actions
+CONTINUOUS_ENVS = ("point_game", "pz_simple_spread_continuous", "pz_simple_speaker_listener_continuous")
 # generic adapter options leave the env to the user
 NEEDS_VALUE = {
     ("env", "gymnasium"): ["env.key=lbforaging:Foraging-8x8-2p-3f-v3"],
@@ -78,6 +85,8 @@ def test_every_option_of_every_group_composes(group: str, option: str) -> None:
             overrides.append("+env=epymarl_climbing")
         if option == "qmix_tuned":  # pymarl2's QMIX: the task is an env preset
             overrides.append("+env=lbf")
+        if option == "mappo_paper":  # the MAPPO paper's code defaults: the task is an env preset
+            overrides.append("+env=twostep")
     elif group == "benchmark":  # a job of the benchmark (test_benchmark composes every job)
         overrides = [f"+benchmark={option}", "+experiment=epymarl_qmix", "+env=epymarl_climbing"]
     elif group == "tune":  # Optuna presets (they select hydra/sweeper=optuna; test_sweep runs one)
@@ -85,11 +94,13 @@ def test_every_option_of_every_group_composes(group: str, option: str) -> None:
     elif group in ("algo", "env"):
         overrides = ["+algo=qmix", "+env=twostep"]
         overrides[0 if group == "algo" else 1] = f"+{group}={option}"
+        if group == "env" and option in CONTINUOUS_ENVS:  # QMIX needs discrete actions: an actor-critic runs them
+            overrides[0] = "+algo=maddpg"
     elif group == "logger":
         overrides = [*BASE, f"logger=[{option}]"]
     elif (group, option) in NEEDS_ALGO:
-        algo, env = NEEDS_ALGO[group, option]
-        overrides = [f"+algo={algo}", f"+env={env}", f"{group}={option}"]
+        algo, env, *extra = NEEDS_ALGO[group, option]
+        overrides = [f"+algo={algo}", f"+env={env}", f"{group}={option}", *extra]
     else:
         overrides = [*BASE, f"{group}={option}"]
     cfg = compose(*overrides, *NEEDS_VALUE.get((group, option), []))

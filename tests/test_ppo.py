@@ -9,16 +9,16 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from runner.build import build, seed_everything
 from runner.buffers.episode import EpisodeBatch, FieldSpec
 from runner.buffers.rollout import RolloutBuffer, RolloutBufferConfig
+from runner.build import build, seed_everything
 from runner.errors import ConfigError
 from runner.experiment import Experiment, StopRequest, run
 from runner.learners.ppo import clipped_surrogate, gae, masked_mean, nstep_returns
 from tests.conftest import compose, runs_of, train
-from tests.fakes.stateless_env import NoStateEnv  # noqa: F401 (registers _stateless_test_env)
 from tests.fakes.interrupt import metrics as _metrics
 from tests.fakes.interrupt import run_until as _run
+from tests.fakes.stateless_env import NoStateEnv  # noqa: F401 (registers _stateless_test_env)
 
 IPPO = ["+algo=ippo", "+env=twostep", "logger=[]"]
 MAPPO = ["+algo=mappo", "+env=twostep", "logger=[]"]

@@ -16,6 +16,7 @@ the episode (``recurrent``, as in the MAPPO paper's recurrent critic).
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,7 +50,7 @@ class ValueCritic(nn.Module):
         input_dim = critic_input_dim(self.kind, obs_dim, state_dim, n_agents)
         groups = 1 if share_params else n_agents
         self.recurrent = recurrent
-        self.net: nn.Module
+        self.net: Any  # an agent network: init_hidden, forward -> (values, hidden)
         if recurrent:
             self.net = GRUAgent(GRUAgentConfig(name="gru", hidden_dim=hidden_dim), input_dim, 1, groups)
         else:

@@ -27,7 +27,7 @@ from torch import nn
 from envs.base import EnvSpec
 from modules.agents.init import orthogonal_init
 from runner.buffers.episode import EpisodeBatch
-from runner.contracts import AGENT_GROUPS
+from runner.contracts import AGENT_GROUPS, STOCHASTIC
 from runner.controllers.basic import NEG, BasicController
 from runner.errors import check_range
 from runner.registry import AGENTS, CONTROLLERS
@@ -52,6 +52,8 @@ class StochasticControllerConfig:
 class GaussianActor(nn.Module):
     """An agent network whose outputs are the Gaussian's mean, plus the learned log std [G, A]."""
 
+    net: Any  # an agent network: recurrent, init_hidden, forward -> (means, hidden)
+
     def __init__(self, net: nn.Module, n_actions: int, n_param_groups: int, log_std_init: float) -> None:
         super().__init__()
         self.net = net
@@ -67,9 +69,10 @@ class GaussianActor(nn.Module):
 
 @CONTROLLERS.register("stochastic", config=StochasticControllerConfig)
 class StochasticController(BasicController):
-    provides = frozenset({AGENT_GROUPS.name})
+    provides = frozenset({AGENT_GROUPS.name, STOCHASTIC.name})
     requires = frozenset()  # discrete or continuous actions
     supports_q_tables = False
+    cfg: StochasticControllerConfig  # type: ignore[assignment]
     low: torch.Tensor
     high: torch.Tensor
 

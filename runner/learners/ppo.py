@@ -36,7 +36,7 @@ from omegaconf import MISSING
 from envs.base import EnvSpec
 from modules.critics.value import CriticInput, ValueCritic
 from runner.buffers.episode import EpisodeBatch
-from runner.contracts import NO_MIXER, ON_POLICY, STATE, Learner
+from runner.contracts import NO_MIXER, ON_POLICY, STATE, STOCHASTIC, Learner
 from runner.controllers.basic import NEG
 from runner.errors import check_range
 from runner.learners.base import NonFiniteLossError
@@ -213,7 +213,7 @@ def clipped_surrogate(log_ratio: torch.Tensor, adv: torch.Tensor, clip: float) -
 class PPOLearner(Learner):
     """The PPO update of both ippo_learner and mappo_learner (they differ in the critic's input)."""
 
-    requires = frozenset({ON_POLICY.name, NO_MIXER.name})
+    requires = frozenset({ON_POLICY.name, NO_MIXER.name, STOCHASTIC.name})
 
     def __init__(self, cfg: PPOLearnerConfig, controller: Any, mixer_cfg: Any, spec: EnvSpec, device: torch.device) -> None:
         self.cfg, self.controller, self.spec, self.device = cfg, controller, spec, device

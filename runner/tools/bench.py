@@ -1,4 +1,4 @@
-"""Throughput benchmark of QMIX, on the two-step matrix game and on LBF: ``python -m runner.tools bench`` (``make bench``).
+"""Throughput benchmark of QMIX (and IPPO, MAPPO), on the two-step matrix game and on LBF: ``python -m runner.tools bench`` (``make bench``).
 
 Writes ``outputs/bench/bench.{md,json}`` and puts the table between the ``<!-- bench:start -->``
 and ``<!-- bench:end -->`` lines of docs/performance.md (when both exist; ``--no-docs`` skips it).
@@ -21,7 +21,9 @@ The numbers:
   to other load on a shared machine.
 - acting-only env-steps/s: rollouts only (``runner.run``), no buffer insert and no learner update.
 - learner ms/update: wall ms of one ``learner.train`` on a batch of 32 sampled episodes (B=1 config;
-  it does not depend on B).
+  it does not depend on B); for IPPO and MAPPO, one PPO update (4 epochs) on the 8 episodes of a rollout.
+- IPPO and MAPPO (EPyMARL's presets: GRU 128 actor, 2-layer critic, 4 epochs, one update per rollout of
+  B=8 episodes in 2 worker processes) on the same LBF task, beside QMIX's parallel rows.
 - peak RSS MB: ``ru_maxrss`` of the config's subprocess (imports, build, all its measurements),
   plus the peak RSS (``VmHWM``) of each env worker process.
 - LBF only: the env's own step cost (``gymnasium.make`` of the task, random actions, CPU µs per
@@ -54,22 +56,29 @@ from pathlib import Path
 import runner
 
 ROOT = Path(runner.__file__).resolve().parent.parent
-BASE = ["+algo=qmix", "logger=[]", "progress=false", "t_max=1000000000"]
-LBF = ["+env=lbf"]  # conf/algo/qmix + the learner/controller/agent/buffer defaults are PyMARL's
+BASE = ["logger=[]", "progress=false", "t_max=1000000000"]
+QMIX = ["+algo=qmix"]  # the configs without an algorithm in their name: QMIX
+LBF = [*QMIX, "+env=lbf"]  # conf/algo/qmix + the learner/controller/agent/buffer defaults are PyMARL's
 CONFIGS = {
-    "twostep, episode, B=1": ["+env=twostep", "runner=episode"],
-    "twostep, parallel, B=64": ["+env=twostep", "runner=parallel", "runner.n_envs=64"],
-    "twostep, parallel, B=1024": ["+env=twostep", "runner=parallel", "runner.n_envs=1024"],
-    "twostep3, parallel, B=64": ["+env=twostep3", "runner=parallel", "runner.n_envs=64"],
+    "twostep, episode, B=1": [*QMIX, "+env=twostep", "runner=episode"],
+    "twostep, parallel, B=64": [*QMIX, "+env=twostep", "runner=parallel", "runner.n_envs=64"],
+    "twostep, parallel, B=1024": [*QMIX, "+env=twostep", "runner=parallel", "runner.n_envs=1024"],
+    "twostep3, parallel, B=64": [*QMIX, "+env=twostep3", "runner=parallel", "runner.n_envs=64"],
     "twostep3, groups 2 learn + 1 random, parallel, B=64": [
-        "+env=twostep3", "runner=parallel", "runner.n_envs=64",
+        *QMIX, "+env=twostep3", "runner=parallel", "runner.n_envs=64",
         "groups={learners:[agent_0,agent_1],others:{agents:[agent_2],policy:random}}"],
     "LBF, episode, B=1": [*LBF, "runner=episode"],
     "LBF, parallel, B=8, 2 workers": [*LBF, "runner=parallel", "runner.n_envs=8", "runner.n_workers=2"],
     "LBF, parallel, B=8, 1 worker": [*LBF, "runner=parallel", "runner.n_envs=8", "runner.n_workers=1"],
     "LBF, parallel, B=8, in process": [*LBF, "runner=parallel", "runner.n_envs=8", "runner.n_workers=0"],
+    # the on-policy presets (EPyMARL's ippo/mappo: GRU 128, 4 epochs) on the same task and runner; one update per rollout
+    "LBF, IPPO, parallel, B=8, 2 workers": ["+algo=ippo", "+env=lbf", "runner.n_envs=8", "runner.n_workers=2",
+                                            "learner.batch_size=8"],
+    "LBF, MAPPO, parallel, B=8, 2 workers": ["+algo=mappo", "+env=lbf", "runner.n_envs=8", "runner.n_workers=2",
+                                             "learner.batch_size=8"],
 }
-LEARNER_CONFIGS = ("twostep, episode, B=1", "LBF, episode, B=1")
+LEARNER_CONFIGS = ("twostep, episode, B=1", "LBF, episode, B=1", "LBF, IPPO, parallel, B=8, 2 workers",
+                   "LBF, MAPPO, parallel, B=8, 2 workers")
 LBF_KEY = "Foraging-8x8-2p-3f-v3"
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -156,7 +165,7 @@ def bench_one(name: str, seconds: float, device_name: str) -> dict:
     bs = cfg.learner.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         exp = Experiment(cfg, comps, Path(tmp), StopRequest())
-        while not comps.buffer.can_sample(bs):  # warm-up: fill the buffer, then a few updates
+        while exp.state.last_learner_log_t < 0:  # warm-up: until the first update (the buffer can sample), then a few
             exp.train_iteration()
         for _ in range(5):
             exp.train_iteration()
@@ -183,9 +192,13 @@ def bench_one(name: str, seconds: float, device_name: str) -> dict:
         out["acting_cpu_us_per_step"] = 1e6 * cpu / steps
 
         if name in LEARNER_CONFIGS:
+            fixed = None
+            if not comps.buffer.can_sample(bs):  # on-policy: each batch is sampled once; time updates on one
+                comps.buffer.insert(comps.runner.run(t_env=0).batch)
+                fixed = comps.buffer.sample(bs).to(device)
 
             def update() -> int:
-                comps.learner.train(comps.buffer.sample(bs).to(device), 0)
+                comps.learner.train(fixed if fixed is not None else comps.buffer.sample(bs).to(device), 0)
                 return 1
 
             n, wall, _ = _timed(update, seconds, sync)  # warm already: the train loop ran updates
@@ -251,7 +264,8 @@ def to_markdown(res: dict) -> str:
     lines = [
         f"Measured {m['date'][:10]} on {m['cpu']} ({m['cpu_count']} CPUs), torch {m['torch']}, device {m['device']}, "
         f"{m['torch_threads']} torch thread(s); `python -m runner.tools bench --seconds {res['seconds']:g}`. "
-        "QMIX; train = rollout of B episodes + buffer insert + one learner update (batch 32 episodes). "
+        "QMIX unless named; train = rollout of B episodes + buffer insert + one learner update (QMIX: batch 32 "
+        "episodes; IPPO/MAPPO: the rollout's 8 episodes, 4 epochs). "
         "CPU-s count the main process and its env worker processes.",
         "",
         "| config | train env-steps/s | train env-steps/CPU-s | acting-only env-steps/s | learner ms/update | peak RSS MB |",
