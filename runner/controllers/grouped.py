@@ -26,7 +26,7 @@ from torch import nn
 
 from envs.base import EnvSpec, Observation
 from runner.buffers.episode import EpisodeBatch, FieldSpec
-from runner.contracts import Controller
+from runner.contracts import AGENT_GROUPS, Controller
 from runner.groups import Group
 from runner.policies import ScriptedPolicy
 from runner.registry import CONTROLLERS
@@ -315,9 +315,13 @@ def load_frozen(g: Group, sub: EnvSpec, device: torch.device) -> Any:
         groups = normalise(src_groups)
         node = groups.get(source, {}) if isinstance(groups, dict) else {}
         src_cfg = OmegaConf.merge(src_cfg, {k: node[k] for k in ("controller", "agent") if node.get(k)})
-    if src_cfg.controller.name != "basic":
-        raise ConfigError(f"{key}={path}: its controller is '{src_cfg.controller.name}'; frozen groups need a basic controller's network")
-    net = CONTROLLERS.get("basic")(typed(src_cfg.controller, CONTROLLERS), typed(src_cfg.agent, AGENTS), sub, device)
+    ctrl_name = src_cfg.controller.name
+    if ctrl_name not in CONTROLLERS or AGENT_GROUPS.name not in CONTROLLERS.get(ctrl_name).provides:
+        per_group = ", ".join(n for n, c, _ in CONTROLLERS.items() if AGENT_GROUPS.name in c.provides)
+        raise ConfigError(f"{key}={path}: its controller is '{ctrl_name}', which acts for the whole team; frozen groups "
+                          f"need the network of a per-group controller ({per_group})")
+    # the network acts with its own controller (greedy: a Q-network's argmax, a policy's mode, an actor's action)
+    net = CONTROLLERS.get(ctrl_name)(typed(src_cfg.controller, CONTROLLERS), typed(src_cfg.agent, AGENTS), sub, device)
     try:
         net.agent.load_state_dict(weights)
     except RuntimeError as exc:
