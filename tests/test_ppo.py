@@ -100,6 +100,20 @@ def test_the_clipped_objective_and_the_clip_fraction() -> None:
     assert float(masked_mean(outside.float(), m)) == pytest.approx(2 / 3)
 
 
+def test_one_epoch_is_the_advantage_actor_critic_gradient() -> None:
+    """IA2C and MAA2C are the PPO learner with one epoch: at ratio 1 the clipped objective's gradient is
+    A2C's, A grad log pi."""
+    torch.manual_seed(0)
+    logits = torch.randn(6, 4, requires_grad=True)
+    actions = torch.randint(0, 4, (6,))
+    adv = torch.randn(6)
+    logp = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    surr, outside = clipped_surrogate(logp - logp.detach(), adv, 0.2)
+    (ppo,) = torch.autograd.grad(-surr.mean(), logits, retain_graph=True)
+    (a2c,) = torch.autograd.grad(-(adv * logp).mean(), logits)
+    assert torch.allclose(ppo, a2c) and not outside.any()
+
+
 def test_one_update_on_a_fixed_batch_lowers_both_losses(tmp_path: Path) -> None:
     c, batch = _learner_and_batch(tmp_path, "learner.epochs=1")
     learner = c.learner
