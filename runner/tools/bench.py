@@ -23,7 +23,9 @@ The numbers:
 - learner ms/update: wall ms of one ``learner.train`` on a batch of 32 sampled episodes (B=1 config;
   it does not depend on B); for IPPO and MAPPO, one PPO update (4 epochs) on the 8 episodes of a rollout.
 - IPPO and MAPPO (EPyMARL's presets: GRU 128 actor, 2-layer critic, 4 epochs, one update per rollout of
-  B=8 episodes in 2 worker processes) on the same LBF task, beside QMIX's parallel rows.
+  B=8 episodes in 2 worker processes) on the same LBF task, beside QMIX's parallel rows; MADDPG with
+  EPyMARL's preset on LBF (episode runner; an update on 32 sampled episodes after each episode) and with
+  AgileRL's speaker-listener preset (continuous actions; an update on 128 transitions every 96 env steps).
 - peak RSS MB: ``ru_maxrss`` of the config's subprocess (imports, build, all its measurements),
   plus the peak RSS (``VmHWM``) of each env worker process.
 - LBF only: the env's own step cost (``gymnasium.make`` of the task, random actions, CPU µs per
@@ -76,9 +78,15 @@ CONFIGS = {
                                             "learner.batch_size=8"],
     "LBF, MAPPO, parallel, B=8, 2 workers": ["+algo=mappo", "+env=lbf", "runner.n_envs=8", "runner.n_workers=2",
                                              "learner.batch_size=8"],
+    # MADDPG: EPyMARL's preset (GRU 128 actors, 32 episodes per update) on LBF; AgileRL's speaker-listener preset
+    # (MLP actors, 128 transitions per update, one every 96 env steps) on continuous actions
+    "LBF, MADDPG, episode, B=1": ["+algo=maddpg", "+env=lbf"],
+    "speaker-listener continuous, MADDPG, parallel, B=8, in process": [
+        "+experiment=maddpg_speaker_listener", "runner.n_workers=0"],
 }
 LEARNER_CONFIGS = ("twostep, episode, B=1", "LBF, episode, B=1", "LBF, IPPO, parallel, B=8, 2 workers",
-                   "LBF, MAPPO, parallel, B=8, 2 workers")
+                   "LBF, MAPPO, parallel, B=8, 2 workers", "LBF, MADDPG, episode, B=1",
+                   "speaker-listener continuous, MADDPG, parallel, B=8, in process")
 LBF_KEY = "Foraging-8x8-2p-3f-v3"
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -265,7 +273,8 @@ def to_markdown(res: dict) -> str:
         f"Measured {m['date'][:10]} on {m['cpu']} ({m['cpu_count']} CPUs), torch {m['torch']}, device {m['device']}, "
         f"{m['torch_threads']} torch thread(s); `python -m runner.tools bench --seconds {res['seconds']:g}`. "
         "QMIX unless named; train = rollout of B episodes + buffer insert + one learner update (QMIX: batch 32 "
-        "episodes; IPPO/MAPPO: the rollout's 8 episodes, 4 epochs). "
+        "episodes; IPPO/MAPPO: the rollout's 8 episodes, 4 epochs; MADDPG: EPyMARL's 32 episodes, or AgileRL's "
+        "128 transitions every 96 env steps). "
         "CPU-s count the main process and its env worker processes.",
         "",
         "| config | train env-steps/s | train env-steps/CPU-s | acting-only env-steps/s | learner ms/update | peak RSS MB |",
