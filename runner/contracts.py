@@ -137,8 +137,10 @@ class Controller(Component, RolloutHooks):
     def select_actions(self, batch: EpisodeBatch, t: int, t_env: int, test_mode: bool) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward_seq(self, batch: EpisodeBatch, agent: Any = None) -> torch.Tensor:
-        """Values [B, T+1, N, A] of every step of a batch (with ``agent``: e.g. a target network)."""
+    def forward_seq(self, batch: EpisodeBatch, agent: Any = None, cut: torch.Tensor | None = None) -> torch.Tensor:
+        """Values [B, T+1, N, A] of every step of a batch (with ``agent``: e.g. a target network).
+        ``cut`` [B] (recurrent agents): the hidden state entering step cut[b] of episode b is detached,
+        so gradients of later steps stop there (truncated backpropagation through time in chunks)."""
         raise NotImplementedError
 
     def q_values(self, obs: torch.Tensor, agent: Any = None) -> torch.Tensor:

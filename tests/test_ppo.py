@@ -184,6 +184,32 @@ def test_gaussian_policy_samples_around_its_mean_and_tests_within_the_bounds() -
         c.runner.close()
 
 
+def test_chunks_stop_the_recurrent_gradient_at_their_start_and_keep_the_values(tmp_path: Path) -> None:
+    """data_chunk_length: a chunk starting at step t0 sees the same actor outputs as the whole episode
+    (the hidden state is carried in), but no gradient flows from its steps into the steps before t0."""
+    c, batch = _learner_and_batch(tmp_path)  # GRU actor (EPyMARL's preset)
+    obs = batch.data["obs"] = batch["obs"].clone().requires_grad_(True)
+    cut = torch.ones(batch.batch_size, dtype=torch.long)
+    whole = c.controller.forward_seq(batch)
+    chunked = c.controller.forward_seq(batch, cut=cut)
+    assert torch.allclose(whole, chunked)
+    (g_whole,) = torch.autograd.grad(whole[:, 1].sum(), obs)
+    (g_cut,) = torch.autograd.grad(chunked[:, 1].sum(), obs)
+    assert g_whole[:, 0].abs().sum() > 0 and g_cut[:, 0].abs().sum() == 0  # step 0 reached only without the cut
+    assert torch.equal(g_whole[:, 1], g_cut[:, 1])
+
+
+def test_chunked_minibatches_cover_every_step_once_per_epoch(tmp_path: Path) -> None:
+    """Episodes of 2 steps in chunks of 1: 2 units per episode; one epoch of one minibatch is still on
+    pi_old (ratio 1), and the update runs with a recurrent critic too."""
+    c, batch = _learner_and_batch(tmp_path, "learner.epochs=1", "learner.data_chunk_length=1",
+                                  "learner.critic_recurrent=true")
+    rows, starts = c.learner._units(batch["filled"].float().unsqueeze(-1), batch.max_t)
+    assert rows.tolist() == [b for b in range(10) for _ in range(2)] and starts.tolist() == [0, 1] * 10
+    stats = c.learner.train(batch, 0)
+    assert stats["clip_fraction"] == 0.0 and stats["approx_kl"] == 0.0
+
+
 # -- the rollout buffer --------------------------------------------------------------------------------
 def test_the_rollout_buffer_hands_each_episode_over_once_newest_last() -> None:
     scheme = {"x": FieldSpec((), torch.float32), "filled": FieldSpec((), torch.bool)}
@@ -218,6 +244,7 @@ def test_the_rollout_buffer_hands_each_episode_over_once_newest_last() -> None:
         (("learner.n_minibatch=11",), "learner.n_minibatch=11 is invalid: more minibatches than the learner.batch_size=10 "
                                       "episodes they split"),
         (("learner.gae_lambda=1.5",), "learner.gae_lambda=1.5 is invalid: must be in [0.0, 1.0]"),
+        (("learner.data_chunk_length=-1",), "learner.data_chunk_length=-1 is invalid: must be >= 0 (0: whole episodes)"),
         (("learner.value_clip=-1",), "learner.value_clip=-1.0 is invalid: must be >= 0 (0: off)"),
         (("learner.critic_input=state",), "learner.critic_input=state is invalid for ippo_learner: its critic is "
                                           "decentralised (obs); a centralised critic is learner=mappo_learner"),

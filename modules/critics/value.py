@@ -70,13 +70,16 @@ class ValueCritic(nn.Module):
         parts.append(self.agent_ids.expand(*lead, -1, -1))
         return torch.cat(parts, -1)
 
-    def forward(self, obs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, state: torch.Tensor, cut: torch.Tensor | None = None) -> torch.Tensor:
+        """``cut`` [B] (recurrent): the hidden state entering step cut[b] is detached (chunked BPTT)."""
         x = self.inputs(obs, state)
         if not self.recurrent:
             return self.net(x)[0].squeeze(-1)
         hidden = self.net.init_hidden((x.shape[0], self.n_agents))
         vs = []
         for t in range(x.shape[1]):
+            if cut is not None and bool((cut == t).any()):
+                hidden = torch.where((cut == t).view(-1, 1, 1), hidden.detach(), hidden)
             v, hidden = self.net(x[:, t], hidden)
             vs.append(v)
         return torch.stack(vs, 1).squeeze(-1)

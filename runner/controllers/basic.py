@@ -26,6 +26,13 @@ from runner.registry import AGENTS, CONTROLLERS
 NEG = -1e10  # "minus infinity" for masking unavailable actions without inf arithmetic
 
 
+def detach_rows(hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``hidden`` [B, ...] with the rows where ``rows`` [B] is True detached from the graph."""
+    if not bool(rows.any()):
+        return hidden
+    return torch.where(rows.view(-1, *([1] * (hidden.dim() - 1))), hidden.detach(), hidden)
+
+
 @dataclass
 class BasicControllerConfig:
     name: str = MISSING
@@ -129,8 +136,9 @@ class BasicController(nn.Module, Controller):
         return torch.where(explore, random, greedy)
 
     # -- learning -----------------------------------------------------------------------------
-    def forward_seq(self, batch: EpisodeBatch, agent: Any = None) -> torch.Tensor:
-        """Q-values [B, T+1, N, A] of every step of the batch (with `agent`, e.g. a target net)."""
+    def forward_seq(self, batch: EpisodeBatch, agent: Any = None, cut: torch.Tensor | None = None) -> torch.Tensor:
+        """Q-values [B, T+1, N, A] of every step of the batch (with `agent`, e.g. a target net; `cut`:
+        see :meth:`runner.contracts.Controller.forward_seq`)."""
         agent = agent or self.agent
         last = self._last_actions_seq(batch) if self.cfg.obs_last_action else None
         inputs = self._inputs(batch["obs"], last)
@@ -139,6 +147,8 @@ class BasicController(nn.Module, Controller):
         hidden = agent.init_hidden((batch.batch_size, self.spec.n_agents))
         qs = []
         for t in range(inputs.shape[1]):
+            if cut is not None:
+                hidden = detach_rows(hidden, cut == t)
             q, hidden = self.call_agent(agent, inputs[:, t], hidden, batch, t)
             qs.append(q)
         return torch.stack(qs, 1)

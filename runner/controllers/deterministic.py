@@ -161,10 +161,10 @@ class DeterministicController(BasicController):
         logits = out.masked_fill(~avail, NEG)
         return logits.argmax(-1) if test_mode else gumbel_max(logits)
 
-    def forward_seq(self, batch: EpisodeBatch, agent: Any = None) -> torch.Tensor:
+    def forward_seq(self, batch: EpisodeBatch, agent: Any = None, cut: torch.Tensor | None = None) -> torch.Tensor:
         """[B, T+1, N, A] of every step: actions in the env's units (continuous, differentiable; padded
         dims 0) or the masked logits (discrete)."""
-        out = super().forward_seq(batch, agent)
+        out = super().forward_seq(batch, agent, cut)
         avail = batch["avail_actions"]
         if self.spec.continuous:
             return self.scale(torch.tanh(out)) * avail

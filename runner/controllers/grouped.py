@@ -249,11 +249,12 @@ class GroupedController(nn.Module, Controller):
             q[..., self.sel[g.name], : g.n_actions] = per_group[g.name]
         return q
 
-    def forward_seq(self, batch: EpisodeBatch, agent: nn.Module | None = None) -> torch.Tensor:
+    def forward_seq(self, batch: EpisodeBatch, agent: nn.Module | None = None, cut: torch.Tensor | None = None) -> torch.Tensor:
         """Q-values [B, T+1, N, A] of every step (rows of non-learning agents are zero)."""
         if self.only:
-            return self.only[0].forward_seq(batch, agent=self._agent_of(agent, self.groups[0]))
-        qs = {g.name: self.nets[g.name].forward_seq(self._view(batch, g), agent=self._agent_of(agent, g)) for g in self.learning}
+            return self.only[0].forward_seq(batch, agent=self._agent_of(agent, self.groups[0]), cut=cut)
+        qs = {g.name: self.nets[g.name].forward_seq(self._view(batch, g), agent=self._agent_of(agent, g), cut=cut)
+              for g in self.learning}
         first = next(iter(qs.values()))
         return self._scatter(qs, tuple(first.shape[:2]), first)
 

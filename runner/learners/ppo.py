@@ -69,7 +69,11 @@ class PPOLearnerConfig:
     epochs: int = 4
     """Passes over the batch per update (EPyMARL: 4; the MAPPO paper: 5-15)."""
     n_minibatch: int = 1
-    """Minibatches (of whole episodes) per epoch (EPyMARL: 1, the whole batch)."""
+    """Minibatches per epoch (EPyMARL: 1, the whole batch), of whole episodes or of chunks."""
+    data_chunk_length: int = 0
+    """Split the episodes into chunks of this many steps for the minibatches, and stop recurrent
+    networks' gradients at chunk starts (truncated backpropagation through time; the MAPPO paper's
+    code: 10). 0: whole episodes."""
     clip: float = 0.2
     """PPO's ratio clip epsilon (EPyMARL's eps_clip)."""
     entropy_coef: float = 0.001
@@ -131,6 +135,8 @@ def check_ppo_config(cfg: Any) -> list[str]:
         errs.append(f"learner.clip={cfg.clip} is invalid: must be > 0")
     if cfg.entropy_coef < 0:
         errs.append(f"learner.entropy_coef={cfg.entropy_coef} is invalid: must be >= 0")
+    if cfg.data_chunk_length < 0:
+        errs.append(f"learner.data_chunk_length={cfg.data_chunk_length} is invalid: must be >= 0 (0: whole episodes)")
     if cfg.q_nstep < 1:
         errs.append(f"learner.q_nstep={cfg.q_nstep} is invalid: must be >= 1")
     check_range(errs, "learner.gae_lambda", cfg.gae_lambda, 0.0, 1.0)
@@ -241,9 +247,9 @@ class PPOLearner(Learner):
     check_config = staticmethod(check_ppo_config)
 
     # -- the policy ------------------------------------------------------------------------------
-    def policy_terms(self, batch: EpisodeBatch, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def policy_terms(self, batch: EpisodeBatch, T: int, cut: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi(a_t|o_t) and the policy's entropy, [B, T, N] each, for the batch's actions."""
-        out = self.controller.forward_seq(batch)[:, :T]
+        out = self.controller.forward_seq(batch, cut=cut)[:, :T]
         avail = batch["avail_actions"][:, :T]
         if not self.continuous:
             logp_all = torch.log_softmax(out.masked_fill(~avail, NEG), -1)
@@ -303,17 +309,20 @@ class PPOLearner(Learner):
             else:
                 old_v_norm, target = old_v, returns
 
-        B = batch.batch_size
+        rows, starts = self._units(filled, T)
         sums: dict[str, float] = {}
         steps = 0
         for _epoch in range(cfg.epochs):
-            order = torch.randperm(B).tensor_split(cfg.n_minibatch)
-            for idx in order:
-                idx = idx.to(batch.device)
+            order = torch.randperm(len(rows)).tensor_split(cfg.n_minibatch)
+            for sel in order:
+                idx, cut = rows[sel].to(batch.device), None if starts is None else starts[sel].to(batch.device)
                 sub = batch.select(idx)
                 m = mask[idx]
+                if cut is not None:  # the chunk's own steps
+                    t = torch.arange(T, device=batch.device)
+                    m = m * ((t >= cut[:, None]) & (t < cut[:, None] + cfg.data_chunk_length)).unsqueeze(-1)
                 stats = self._minibatch(sub, T, m, old_logp[idx], old_v_norm[idx, :T], target[idx], returns[idx],
-                                        None if adv_fixed is None else adv_fixed[idx])
+                                        None if adv_fixed is None else adv_fixed[idx], cut)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                 steps += 1
@@ -326,11 +335,22 @@ class PPOLearner(Learner):
         out["target_mean"] = float(masked_mean(returns, mask))
         return out
 
+    def _units(self, filled: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What the minibatches are drawn from: the episodes (starts None), or with data_chunk_length L
+        every chunk of L steps of every episode: its episode row and its first step."""
+        B, L = filled.shape[0], self.cfg.data_chunk_length
+        if L <= 0:
+            return torch.arange(B), None
+        lengths = filled[:, :T, 0].sum(1).long().tolist()
+        rows = [(b, t0) for b in range(B) for t0 in range(0, max(lengths[b], 1), L)]
+        return torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows])
+
     def _minibatch(self, sub: EpisodeBatch, T: int, m: torch.Tensor, old_logp: torch.Tensor, old_v: torch.Tensor,
-                   target: torch.Tensor, returns: torch.Tensor, adv: torch.Tensor | None) -> dict[str, float]:
+                   target: torch.Tensor, returns: torch.Tensor, adv: torch.Tensor | None,
+                   cut: torch.Tensor | None = None) -> dict[str, float]:
         cfg = self.cfg
         # critic: one step
-        v = self.critic(sub["obs"], sub["state"])[:, :T]  # normalised units with value_norm
+        v = self.critic(sub["obs"], sub["state"], cut)[:, :T]  # normalised units with value_norm
         err = self._value_error(v, target)
         if cfg.value_clip > 0:
             clipped = old_v + (v - old_v).clamp(-cfg.value_clip, cfg.value_clip)
@@ -345,7 +365,7 @@ class PPOLearner(Learner):
         critic_grad = self._step(self.critic_opt, self.critic_params, value_loss, "value_loss")
 
         # actor: one step
-        logp, entropy = self.policy_terms(sub, T)
+        logp, entropy = self.policy_terms(sub, T, cut)
         log_ratio = logp - old_logp
         surr, outside = clipped_surrogate(log_ratio, adv, cfg.clip)
         pg_loss = -masked_mean(surr + cfg.entropy_coef * entropy, m)
