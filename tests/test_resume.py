@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
+from runner import checkpoint
 from runner.checkpoint import CheckpointError
 from tests.conftest import ROOT, runs_of, train
 from tests.fakes.interrupt import metrics as _metrics
@@ -174,3 +176,21 @@ def test_a_checkpoint_from_before_a_schema_field_existed_still_resumes(tmp_path:
     with pytest.raises(CheckpointError, match="runner.n_envs: '<unset>' in the checkpoint, 2 now"):
         check_resume_config({**cfg, "runner": {"name": "episode"}},
                             {**cfg, "runner": {"name": "episode", "n_envs": 2, "n_workers": 0}}, Path("x.pt"))
+
+
+def test_a_checkpoint_from_before_a_key_was_added_resumes_with_its_default(tmp_path: Path) -> None:
+    """A component that gains a config key (e.g. learner.data_chunk_length) still resumes and
+    evaluates checkpoints written before it: the checkpoint's config takes the key's default."""
+    from runner.tools.jobs import with_schema_defaults
+
+    src = train(tmp_path / "src", "+algo=ippo", "+env=twostep", "logger=[]", "t_max=40", "test_interval=20",
+                "test_nepisodes=2", "runner.n_envs=2", "learner.batch_size=2")
+    data = torch.load(src.checkpoint, weights_only=False)
+    del data["config"]["learner"]["data_chunk_length"]  # as written before the key existed
+    saved = with_schema_defaults(OmegaConf.create(data["config"]))
+    assert saved.learner.data_chunk_length == 0
+    from runner.config import validate
+
+    validate(saved)  # the learner's own checks read the key
+    checkpoint.check_resume_config(data["config"], OmegaConf.to_container(saved, resolve=True, enum_to_str=True),
+                                   src.checkpoint)

@@ -54,6 +54,23 @@ def config_from_checkpoint(cfg: DictConfig) -> DictConfig:
     with open_dict(saved):
         for key in keep:
             saved[key] = cfg[key]
+    return with_schema_defaults(saved)
+
+
+def with_schema_defaults(saved: DictConfig) -> DictConfig:
+    """A checkpoint's config with the keys that its components' schemas gained since it was written,
+    at their defaults (check_resume_config accepts exactly those as unchanged): every component node
+    merged onto its registered config dataclass."""
+    from runner import registry
+
+    with open_dict(saved):
+        for group, reg in registry.ALL.items():
+            node = saved.get(group)
+            if group == "logger" or not isinstance(node, DictConfig) or node.get("name") not in reg:
+                continue
+            cls = reg.config_class(node["name"])
+            if cls is not None:
+                saved[group] = OmegaConf.merge(OmegaConf.structured(cls), node)
     return saved
 
 
