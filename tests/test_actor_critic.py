@@ -123,3 +123,18 @@ def test_ippo_with_worker_processes_equals_in_process(tmp_path: Path) -> None:
     a = train(tmp_path / "a", *common, "runner.n_workers=2")
     b = train(tmp_path / "b", *common, "runner.n_workers=0")
     assert a.stats == b.stats
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_test_episodes_take_the_mode_or_sample(greedy: bool) -> None:
+    """controller.test_greedy: the two-step game's first state is the same in every copy, so greedy
+    test actions agree across 64 copies; sampled ones (EPyMARL's soft_policies) do not."""
+    cfg = compose("+algo=ippo", "+env=twostep", "logger=[]", "runner.n_envs=64", "learner.batch_size=64",
+                  f"controller.test_greedy={str(greedy).lower()}")
+    seed_everything(0)
+    c = build(cfg, torch.device("cpu"))
+    try:
+        first = c.runner.run(0, test_mode=True).batch["actions"][:, 0].long()  # [64, 2]
+        assert (first.unique(dim=0).shape[0] == 1) is greedy
+    finally:
+        c.runner.close()

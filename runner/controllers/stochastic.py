@@ -6,7 +6,7 @@ agent id and last action); the agent network's outputs are the policy's paramete
 - **discrete actions**: logits. Unavailable actions are masked before the softmax (EPyMARL's
   ``mask_before_softmax``), so they have probability 0 and take no part in the entropy. Training
   samples from the categorical distribution; test mode takes the most probable action
-  (EPyMARL's ``test_greedy``).
+  (``test_greedy``; false: it samples, as EPyMARL's ``soft_policies`` selector always does).
 - **continuous actions**: the mean of a diagonal Gaussian, with a state-independent learned log
   standard deviation per action dim (one per parameter group: shared by the agents of a group, or
   one per agent with ``share_params=false``), starting at ``log_std_init``. Training samples the
@@ -47,6 +47,10 @@ class StochasticControllerConfig:
     MAPPO paper's code). False: PyTorch's default initialisation (EPyMARL)."""
     log_std_init: float = 0.0
     """Continuous actions: the initial log standard deviation of the Gaussian policy (std 1)."""
+    test_greedy: bool = True
+    """Test episodes take the policy's mode (the most probable action, the Gaussian's mean), as every
+    algorithm here tests greedily and the MAPPO paper's evaluation does. False: they sample, as
+    EPyMARL's soft_policies selector does in every mode (a deliberate deviation of its presets)."""
 
 
 class GaussianActor(nn.Module):
@@ -127,10 +131,10 @@ class StochasticController(BasicController):
         avail = batch["avail_actions"][:, t]
         if not self.continuous:
             logits = out.masked_fill(~avail, NEG)
-            if test_mode:
+            if test_mode and self.cfg.test_greedy:
                 return logits.argmax(-1)
             return torch.distributions.Categorical(logits=logits).sample()
-        if test_mode:
+        if test_mode and self.cfg.test_greedy:
             return torch.maximum(torch.minimum(out, self.high), self.low) * avail
         std = self.action_log_std().exp()
         return (out + std * torch.randn_like(out)) * avail
