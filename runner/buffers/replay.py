@@ -13,6 +13,16 @@ from runner.contracts import OFF_POLICY, SEQUENCES, Buffer
 from runner.registry import BUFFERS
 
 
+def check_storage_config(cfg: Any) -> list[str]:
+    """The keys every buffer has: its capacity and where it stores."""
+    errs = []
+    if cfg.buffer_size < 1:
+        errs.append(f"buffer.buffer_size={cfg.buffer_size} is invalid: must be >= 1")
+    if cfg.device not in ("auto", "cpu"):
+        errs.append(f"buffer.device={cfg.device!r} is invalid: must be auto or cpu")
+    return errs
+
+
 @dataclass
 class EpisodeReplayConfig:
     name: str = MISSING
@@ -34,12 +44,7 @@ class EpisodeReplayBuffer(Buffer):
 
     @staticmethod
     def check_config(cfg: Any) -> list[str]:
-        errs = []
-        if cfg.buffer_size < 1:
-            errs.append(f"buffer.buffer_size={cfg.buffer_size} is invalid: must be >= 1")
-        if cfg.device not in ("auto", "cpu"):
-            errs.append(f"buffer.device={cfg.device!r} is invalid: must be auto or cpu")
-        return errs
+        return check_storage_config(cfg)
 
     def insert(self, batch: EpisodeBatch) -> None:
         n = batch.batch_size

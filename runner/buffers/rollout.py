@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from runner.buffers.episode import EpisodeBatch, FieldSpec
-from runner.contracts import ON_POLICY, SEQUENCES, Buffer
+from runner.buffers.replay import EpisodeReplayBuffer
+from runner.contracts import ON_POLICY, SEQUENCES
 from runner.registry import BUFFERS
 
 
@@ -30,31 +31,18 @@ class RolloutBufferConfig:
 
 
 @BUFFERS.register("rollout", config=RolloutBufferConfig)
-class RolloutBuffer(Buffer):
+class RolloutBuffer(EpisodeReplayBuffer):
+    """The episode ring of :class:`EpisodeReplayBuffer`, sampled once per episode, newest first."""
+
     provides = frozenset({ON_POLICY.name, SEQUENCES.name})
 
     def __init__(self, cfg: RolloutBufferConfig, scheme: dict[str, FieldSpec], max_t: int, device: torch.device) -> None:
-        self.capacity = cfg.buffer_size
-        self.storage = EpisodeBatch.empty(scheme, self.capacity, max_t, device)
-        self.pos = 0  # next slot to write
+        super().__init__(cfg, scheme, max_t, device)  # type: ignore[arg-type]
         self.fresh = 0  # episodes inserted since the last sample (at most capacity)
 
-    @staticmethod
-    def check_config(cfg: Any) -> list[str]:
-        errs = []
-        if cfg.buffer_size < 1:
-            errs.append(f"buffer.buffer_size={cfg.buffer_size} is invalid: must be >= 1")
-        if cfg.device not in ("auto", "cpu"):
-            errs.append(f"buffer.device={cfg.device!r} is invalid: must be auto or cpu")
-        return errs
-
     def insert(self, batch: EpisodeBatch) -> None:
-        n = batch.batch_size
-        idx = ((torch.arange(n) + self.pos) % self.capacity).to(self.storage.device)
-        for key, v in batch.data.items():
-            self.storage.data[key][idx] = v.to(self.storage.device)
-        self.pos = (self.pos + n) % self.capacity
-        self.fresh = min(self.fresh + n, self.capacity)
+        super().insert(batch)
+        self.fresh = min(self.fresh + batch.batch_size, self.capacity)
 
     def can_sample(self, n: int) -> bool:
         return self.fresh >= n

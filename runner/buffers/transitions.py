@@ -21,6 +21,7 @@ import torch
 from omegaconf import MISSING
 
 from runner.buffers.episode import EpisodeBatch, FieldSpec
+from runner.buffers.replay import check_storage_config
 from runner.contracts import OFF_POLICY, Buffer
 from runner.registry import BUFFERS
 
@@ -53,12 +54,7 @@ class TransitionReplayBuffer(Buffer):
 
     @staticmethod
     def check_config(cfg: Any) -> list[str]:
-        errs = []
-        if cfg.buffer_size < 1:
-            errs.append(f"buffer.buffer_size={cfg.buffer_size} is invalid: must be >= 1")
-        if cfg.device not in ("auto", "cpu"):
-            errs.append(f"buffer.device={cfg.device!r} is invalid: must be auto or cpu")
-        return errs
+        return check_storage_config(cfg)
 
     @staticmethod
     def transitions(batch: EpisodeBatch) -> dict[str, torch.Tensor]:
