@@ -5,15 +5,15 @@ agent id and last action); the agent network's outputs are the policy's paramete
 
 - **discrete actions**: logits. Unavailable actions are masked before the softmax (EPyMARL's
   ``mask_before_softmax``), so they have probability 0 and take no part in the entropy. Training
-  samples from the categorical distribution; test mode takes the most probable action
-  (``test_greedy``; false: it samples, as EPyMARL's ``soft_policies`` selector always does).
+  samples from the categorical distribution, and so do test episodes (EPyMARL's ``soft_policies``
+  selector); with ``test_greedy`` they take the most probable action.
 - **continuous actions**: the mean of a diagonal Gaussian, with a state-independent learned log
   standard deviation per action dim (one per parameter group: shared by the agents of a group, or
   one per agent with ``share_params=false``), starting at ``log_std_init``. Training samples the
   Gaussian and stores the sample in the batch as drawn: the env adapter clips it into the action
   space's bounds when it is sent (the "clipped Gaussian" of MAPPO's and AgileRL's code), so the
-  learner's log-probabilities are those of the actions it sampled. Test mode takes the mean,
-  clamped into the bounds.
+  learner's log-probabilities are those of the actions it sampled. With ``test_greedy``, test
+  episodes take the mean, clamped into the bounds.
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ class StochasticControllerConfig:
     MAPPO paper's code). False: PyTorch's default initialisation (EPyMARL)."""
     log_std_init: float = 0.0
     """Continuous actions: the initial log standard deviation of the Gaussian policy (std 1)."""
-    test_greedy: bool = True
-    """Test episodes take the policy's mode (the most probable action, the Gaussian's mean), as every
-    algorithm here tests greedily and the MAPPO paper's evaluation does. False: they sample, as
-    EPyMARL's soft_policies selector does in every mode (a deliberate deviation of its presets)."""
+    test_greedy: bool = False
+    """False: test episodes sample from the policy, as EPyMARL's soft_policies selector does in every
+    mode (and as the policy was trained). True: they take its mode (the most probable action, the
+    Gaussian's mean), as the MAPPO paper's evaluation does. On LBF the mode of an IPPO policy scores
+    far below the policy itself (docs/results.md): greedy agents get stuck where sampling ones don't."""
 
 
 class GaussianActor(nn.Module):
