@@ -265,10 +265,13 @@ class PPOLearner(Learner):
 
     def values(self, critic: ValueCritic, batch: EpisodeBatch) -> torch.Tensor:
         """V [B, T+1, N] in return units (denormalised with value_norm)."""
-        v = critic(batch["obs"], batch["state"])
-        if self.cfg.value_norm:
-            v = v * self.value_stats.std.float() + self.value_stats.mean.float()
-        return v
+        return self.in_return_units(critic(batch["obs"], batch["state"]))
+
+    def in_return_units(self, v: torch.Tensor) -> torch.Tensor:
+        """The critic's outputs in units of the returns (value_norm: it learns standardised returns)."""
+        if not self.cfg.value_norm:
+            return v
+        return v * self.value_stats.std.float() + self.value_stats.mean.float()
 
     # -- the update ---------------------------------------------------------------------------------
     def _anneal(self, t_env: int) -> None:
@@ -357,8 +360,7 @@ class PPOLearner(Learner):
             err = torch.maximum(err, self._value_error(clipped, target))
         value_loss = masked_mean(err, m)
         if adv is None:  # n-step: the return minus the critic's current value (EPyMARL)
-            v_units = v.detach() * self.value_stats.std.float() + self.value_stats.mean.float() if cfg.value_norm else v.detach()
-            adv = returns - v_units
+            adv = returns - self.in_return_units(v.detach())
             if cfg.advantage_norm:  # n-step: per minibatch, as the advantages change every epoch
                 adv = standardised(adv, m)
         adv = adv.detach()
