@@ -34,8 +34,8 @@ def exp_name(request: pytest.FixtureRequest) -> str:
     import hashlib
     import re
 
-    name = request.node.name
-    return f"test-{re.sub(r'[^A-Za-z0-9_]', '_', name)[:60]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    name = request.node.name  # readable; the hash is of the node id (tests of one name in several files differ)
+    return f"test-{re.sub(r'[^A-Za-z0-9_]', '_', name)[:60]}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]}"
 
 
 def compose(*overrides: str):
