@@ -343,7 +343,10 @@ def test_ctrl_c_while_env_copies_are_created_stops_at_once(tmp_path: Path, store
             "env.episode_limit=2", "runner=parallel", "runner.n_envs=1000", "runner.n_workers=2", "buffer.buffer_size=1000",
             f"logger.mlflow.experiment_name={exp_name}", f"hydra.run.dir={tmp_path / 'run'}"]
     proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # as from a terminal: Ctrl-C's default disposition, whatever an earlier test left in
+                            # this process (an ignored SIGINT is inherited, and Python then never raises KeyboardInterrupt)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = proc.stderr.readline()
         assert first.startswith("creating 1,000 env copies in 2 worker processes"), first
